@@ -1,0 +1,184 @@
+//! Boot order, in one place: config → instance facts → fetch → render → validate → install.
+//! The one module that knows all the others; each step's errors keep their own type so the
+//! exit code says which step failed.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::config::{self, Config};
+use crate::install::{self, validate};
+use crate::layout::Layout;
+use crate::render::{self, OutputFile};
+use crate::source::{self, imds};
+
+/// Why a command failed. [`Error::exit_code`] is the one mapping to exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config: {0}")]
+    Config(#[from] config::Error),
+    #[error("fetch: {0}")]
+    Source(#[from] source::Error),
+    #[error("render: {0}")]
+    Render(#[from] render::Error),
+    #[error("validate: {0}")]
+    Validate(install::Error),
+    #[error("install: {0}")]
+    Install(install::Error),
+}
+
+impl Error {
+    /// Documented in the README: 2 usage (clap), 3 config, 4 fetch, 5 render, 6 validation,
+    /// 7 install.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => 3,
+            Error::Source(_) => 4,
+            Error::Render(_) => 5,
+            Error::Validate(_) => 6,
+            Error::Install(_) => 7,
+        }
+    }
+}
+
+/// Rendered and validated files, ready to install.
+pub struct Prepared {
+    pub files: Vec<OutputFile>,
+    pub layout: Layout,
+}
+
+/// Fetches, renders and validates for `layout`; writes nothing.
+pub async fn prepare(config: &Config, layout: Layout) -> Result<Prepared, Error> {
+    let started = Instant::now();
+    let facts = imds::discover(config.imds_needs()).await?;
+    let region = config.region(&facts)?;
+    let snapshot = source::fetch_all(&config.sources, &region, &config.fetch).await?;
+    let fetched = Instant::now();
+    tracing::info!(
+        files = snapshot.files.len(),
+        ms = fetched.duration_since(started).as_millis() as u64,
+        "fetched inputs"
+    );
+
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let identity = config.identity(&region, &facts, &snapshot.params, &hostname)?;
+    let grafana_version = config
+        .grafana
+        .version
+        .unwrap_or_else(detect_grafana_version);
+    let amp_endpoint = config.amp_endpoint(&region);
+    let settings = render::Settings {
+        identity: &identity,
+        sources: &config.sources,
+        amp_endpoint: &amp_endpoint,
+        proxy_port: config.proxy.port,
+        prometheus: &config.prometheus,
+        grafana: &config.grafana,
+        grafana_version,
+        layout: &layout,
+    };
+    let files = render::render(&snapshot, &settings)?;
+    let rendered = Instant::now();
+
+    let options = validate::Options {
+        promtool: validate::find_program(&config.prometheus.promtool),
+        agent: config.prometheus.mode == render::prometheus::Mode::Agent,
+    };
+    validate::validate(&files, &options)
+        .await
+        .map_err(Error::Validate)?;
+    tracing::info!(
+        files = files.len(),
+        render_ms = rendered.duration_since(fetched).as_millis() as u64,
+        validate_ms = rendered.elapsed().as_millis() as u64,
+        "rendered and validated"
+    );
+    Ok(Prepared { files, layout })
+}
+
+/// `moninit render`: prepare, then install under `out` (or show the diff).
+pub async fn render(config_path: &Path, out: Option<PathBuf>, diff: bool) -> Result<(), Error> {
+    let config = Config::load(config_path)?;
+    let mut layout = Layout::new(&config.output);
+    if let Some(out) = out {
+        layout = layout.with_config_dir(&absolute(&out));
+    }
+    let prepared = prepare(&config, layout).await?;
+    let root = &prepared.layout.config_dir;
+    if diff {
+        let text = install::diff(root, &prepared.files).map_err(Error::Install)?;
+        if text.is_empty() {
+            println!("no changes under {}", root.display());
+        } else {
+            print!("{text}");
+        }
+        return Ok(());
+    }
+    let started = Instant::now();
+    let outcome = install::install(root, &prepared.files).map_err(Error::Install)?;
+    tracing::info!(
+        dir = %root.display(),
+        written = outcome.report.written.len(),
+        unchanged = outcome.report.unchanged.len(),
+        removed = outcome.removed.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "installed"
+    );
+    Ok(())
+}
+
+/// `moninit check`: prepare and report; write nothing.
+pub async fn check(config_path: &Path) -> Result<(), Error> {
+    let config = Config::load(config_path)?;
+    let prepared = prepare(&config, Layout::new(&config.output)).await?;
+    println!("ok: {} files rendered and valid", prepared.files.len());
+    Ok(())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Grafana's major version from its binary (`grafana --version`), else the assumed one.
+fn detect_grafana_version() -> u32 {
+    for program in ["grafana", "grafana-server"] {
+        let Some(path) = validate::find_program(Path::new(program)) else {
+            continue;
+        };
+        let Ok(out) = std::process::Command::new(&path).arg("--version").output() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(major) = parse_grafana_version(&text) {
+            return major;
+        }
+    }
+    render::grafana::Config::ASSUMED_VERSION
+}
+
+/// `grafana version 12.1.0` (or `Version 12.1.0 (commit: …)`) → 12.
+fn parse_grafana_version(text: &str) -> Option<u32> {
+    let lower = text.to_ascii_lowercase();
+    let rest = lower
+        .split("version")
+        .nth(1)?
+        .trim_start()
+        .trim_start_matches('v');
+    rest.split('.').next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grafana_version_strings_give_the_major() {
+        assert_eq!(parse_grafana_version("grafana version 12.1.0\n"), Some(12));
+        assert_eq!(
+            parse_grafana_version("Version 13.0.0 (commit: abc, branch: HEAD)"),
+            Some(13)
+        );
+        assert_eq!(parse_grafana_version("nothing"), None);
+    }
+}

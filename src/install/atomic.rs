@@ -1,0 +1,202 @@
+//! All-or-nothing installation of a set of files.
+//!
+//! Each changed file is staged as a temporary file in its destination directory (same
+//! filesystem, so the final rename is atomic), written, given its mode and owner, and fsynced.
+//! Only when every file is staged are they renamed into place, and then each directory is
+//! fsynced. If staging fails, the temporary files are removed and nothing changed. If a rename
+//! fails part-way, the files already replaced are put back from the contents read before, so
+//! a reader sees either the old set or the new one. Unchanged files (same bytes, same mode)
+//! are not touched, so their mtimes stay and nothing watching them is woken.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+/// One file to install, with its final mode and optional group.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+    pub group: Option<nix::unistd::Gid>,
+}
+
+/// What an installation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub written: Vec<PathBuf>,
+    pub unchanged: Vec<PathBuf>,
+}
+
+/// The file's current contents and mode, if it exists.
+pub fn current(path: &Path) -> std::io::Result<Option<(Vec<u8>, u32)>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+            Ok(Some((bytes, mode)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Installs `entries` all or nothing. The error names the path that failed.
+pub fn install(entries: &[Entry]) -> Result<Report, (PathBuf, std::io::Error)> {
+    let mut report = Report::default();
+    let mut changed: Vec<(&Entry, Option<Vec<u8>>)> = Vec::new();
+    for entry in entries {
+        match current(&entry.path).map_err(|e| (entry.path.clone(), e))? {
+            Some((bytes, mode)) if bytes == entry.contents && mode == entry.mode => {
+                report.unchanged.push(entry.path.clone());
+            }
+            Some((bytes, _)) => changed.push((entry, Some(bytes))),
+            None => changed.push((entry, None)),
+        }
+    }
+
+    // Stage: nothing visible changes yet (new directories aside, which are harmless).
+    let mut staged: Vec<(NamedTempFile, &Entry, Option<Vec<u8>>)> = Vec::new();
+    for (entry, old) in changed {
+        let tmp = stage(entry).map_err(|e| (entry.path.clone(), e))?;
+        staged.push((tmp, entry, old));
+    }
+
+    // Commit: rename each into place; on failure put back what was replaced.
+    let mut done: Vec<(&Entry, Option<Vec<u8>>)> = Vec::new();
+    for (tmp, entry, old) in staged.into_iter() {
+        if let Err(e) = tmp.persist(&entry.path) {
+            rollback(&done);
+            return Err((entry.path.clone(), e.error));
+        }
+        done.push((entry, old));
+    }
+    let dirs: BTreeSet<&Path> = done.iter().filter_map(|(e, _)| e.path.parent()).collect();
+    for dir in dirs {
+        sync_dir(dir).map_err(|e| (dir.to_owned(), e))?;
+    }
+    report.written = done.into_iter().map(|(e, _)| e.path.clone()).collect();
+    Ok(report)
+}
+
+fn stage(entry: &Entry) -> std::io::Result<NamedTempFile> {
+    let dir = entry.path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = entry
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".moninit-tmp")
+        .tempfile_in(dir)?;
+    // Mode and owner before the contents land, so a secret is never readable by others.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(entry.mode))?;
+    if let Some(gid) = entry.group {
+        nix::unistd::fchown(tmp.as_file(), None, Some(gid)).map_err(std::io::Error::from)?;
+    }
+    tmp.write_all(&entry.contents)?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+fn rollback(done: &[(&Entry, Option<Vec<u8>>)]) {
+    for (entry, old) in done.iter().rev() {
+        let result = match old {
+            Some(bytes) => {
+                let restore = Entry {
+                    contents: bytes.clone(),
+                    ..(*entry).clone()
+                };
+                stage(&restore)
+                    .and_then(|t| t.persist(&entry.path).map(|_| ()).map_err(|e| e.error))
+            }
+            None => std::fs::remove_file(&entry.path),
+        };
+        if let Err(e) = result {
+            tracing::error!(path = %entry.path.display(), error = %e, "could not roll back a partly installed file");
+        }
+    }
+}
+
+/// Makes a rename durable: fsync the directory that holds the new name.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a file readable by its owner only (scratch copies of rendered files).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dir: &Path, name: &str, contents: &str) -> Entry {
+        Entry {
+            path: dir.join(name),
+            contents: contents.into(),
+            mode: 0o644,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn unchanged_files_keep_their_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = entry(dir.path(), "a/x.yml", "one");
+        install(std::slice::from_ref(&e)).unwrap();
+        let before = std::fs::metadata(&e.path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let report = install(std::slice::from_ref(&e)).unwrap();
+        assert_eq!(report.unchanged, vec![e.path.clone()]);
+        assert!(report.written.is_empty());
+        assert_eq!(
+            std::fs::metadata(&e.path).unwrap().modified().unwrap(),
+            before
+        );
+    }
+
+    #[test]
+    fn a_failing_file_installs_nothing_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = entry(dir.path(), "good.yml", "new");
+        std::fs::write(&good.path, "old").unwrap();
+        // A directory where a file should go: staging succeeds, the rename fails.
+        std::fs::create_dir_all(dir.path().join("blocked.yml/inner")).unwrap();
+        let bad = entry(dir.path(), "blocked.yml", "x");
+        let (path, _) = install(&[good.clone(), bad]).unwrap_err();
+        assert!(path.ends_with("blocked.yml"));
+        assert_eq!(std::fs::read_to_string(&good.path).unwrap(), "old");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".moninit-tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn mode_is_set_before_contents_are_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = entry(dir.path(), "secret.ini", "pw");
+        e.mode = 0o600;
+        install(&[e.clone()]).unwrap();
+        assert_eq!(
+            std::fs::metadata(&e.path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! moninit turns a blank EC2 instance into a disposable monitoring node.
+//!
+//! Boot order (see [`app`]):
+//!
+//! ```text
+//! config ─► imds (only what is `auto`) ─► source::fetch_all (S3 ∥ SSM ∥ file, one Snapshot)
+//!        ─► render (pure: Snapshot + templates → files in memory)
+//!        ─► install::validate (YAML/JSON, Grafana mirrors, promtool)
+//!        ─► install (atomic, all or nothing, unchanged files untouched)
+//! ```
+//!
+//! Module map:
+//! - [`cli`]: clap structs; [`app`]: the order of steps and the exit-code mapping;
+//! - [`config`]: the agent config, composing each module's `Config`;
+//! - [`source`]: S3, SSM, local directories and IMDSv2 → [`source::Snapshot`];
+//! - [`render`]: Tera templates (built-in, overridable) → [`render::OutputFile`]s;
+//! - [`install`]: validation and atomic installation; [`layout`]: where files go;
+//! - [`proxy`]: the SigV4 signing proxy; [`secret`]: values that never reach a log;
+//! - [`logging`]: the tracing subscriber, which masks secrets in every line.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod install;
+pub mod layout;
+pub mod logging;
+pub mod proxy;
+pub mod render;
+pub mod secret;
+pub mod source;

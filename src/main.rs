@@ -1,0 +1,40 @@
+//! Thin entry point: parse the command line, start logging, run the library, map the error
+//! to an exit code. Everything else lives in the library so tests can call it.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use moninit::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    moninit::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("moninit: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Render(args) => {
+                moninit::app::render(&args.config.config, args.out, args.diff).await
+            }
+            Command::Check(args) => moninit::app::check(&args.config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = moninit::secret::mask(&e.to_string());
+            tracing::error!(exit_code = e.exit_code(), "{message}");
+            eprintln!("moninit: error: {message}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

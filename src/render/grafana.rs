@@ -1,0 +1,111 @@
+//! Grafana settings (the `grafana:` section of the agent config) and the choices that depend
+//! on Grafana's version.
+//!
+//! Grafana 13 removed SigV4 from its core Prometheus data source; from 13 on, the AMP data
+//! source is the `grafana-amazonprometheus-datasource` plugin, which reads the same `jsonData`
+//! SigV4 keys.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// How the Grafana data source reaches AMP.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasourceMode {
+    /// Grafana signs its own queries with SigV4 (`sigv4_auth_enabled`, `jsonData.sigV4Auth`).
+    #[default]
+    Native,
+    /// Grafana queries moninit's loopback signing proxy, unsigned.
+    Proxy,
+}
+
+/// The `grafana:` section.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Grafana's major version, which picks the data source type; unset = detected from the
+    /// binary, or [`Config::ASSUMED_VERSION`] when there is none.
+    pub version: Option<u32>,
+    /// The Grafana binary; unset = `grafana` then `grafana-server` on PATH.
+    pub binary: Option<PathBuf>,
+    /// `native` (default) or `proxy`.
+    pub datasource: DatasourceMode,
+    /// The data source's name in Grafana.
+    pub datasource_name: String,
+    /// The data source's uid (dashboards refer to it).
+    pub datasource_uid: String,
+    /// `jsonData.sigV4AuthType` in native mode: `default` (the AWS SDK chain) or `ec2_iam_role`.
+    pub sigv4_auth_type: String,
+    /// `[server] http_addr`; empty = all interfaces.
+    pub http_addr: String,
+    /// `[server] http_port`.
+    pub http_port: u16,
+    /// `[security] admin_user`; the password comes from the `grafana/admin_password` parameter.
+    pub admin_user: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: None,
+            binary: None,
+            datasource: DatasourceMode::Native,
+            datasource_name: "Amazon Managed Prometheus".into(),
+            datasource_uid: "amp".into(),
+            sigv4_auth_type: "default".into(),
+            http_addr: String::new(),
+            http_port: 3000,
+            admin_user: "admin".into(),
+        }
+    }
+}
+
+impl Config {
+    /// The version assumed when neither the config nor a binary tells.
+    pub const ASSUMED_VERSION: u32 = 12;
+
+    pub fn validate(&self) -> Result<(), String> {
+        const AUTH_TYPES: [&str; 5] = [
+            "default",
+            "ec2_iam_role",
+            "keys",
+            "credentials",
+            "grafana_assume_role",
+        ];
+        if !AUTH_TYPES.contains(&self.sigv4_auth_type.as_str()) {
+            return Err(format!(
+                "grafana.sigv4_auth_type: `{}` is not one of {}",
+                self.sigv4_auth_type,
+                AUTH_TYPES.join(", ")
+            ));
+        }
+        if self.datasource_uid.is_empty() || self.datasource_uid.len() > 40 {
+            return Err("grafana.datasource_uid: must be 1 to 40 characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// The data source `type` for a Grafana major version and mode.
+pub fn datasource_type(version: u32, mode: DatasourceMode) -> &'static str {
+    match mode {
+        DatasourceMode::Native if version >= 13 => "grafana-amazonprometheus-datasource",
+        _ => "prometheus",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grafana_13_signs_through_the_amazon_prometheus_plugin() {
+        assert_eq!(datasource_type(12, DatasourceMode::Native), "prometheus");
+        assert_eq!(
+            datasource_type(13, DatasourceMode::Native),
+            "grafana-amazonprometheus-datasource"
+        );
+        assert_eq!(datasource_type(13, DatasourceMode::Proxy), "prometheus");
+    }
+}

@@ -1,0 +1,92 @@
+//! Prometheus settings (the `prometheus:` section of the agent config) and their template
+//! values.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// How Prometheus runs.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Agent mode: scrape and remote-write only; AMP is the storage. No rules, no queries.
+    #[default]
+    Agent,
+    /// Full server: local TSDB, rule evaluation (rule files from `prometheus/rules/`).
+    Server,
+}
+
+/// remote_write `queue_config`, defaulting to the values AWS recommends for AMP.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    pub capacity: u32,
+    pub max_shards: u32,
+    pub max_samples_per_send: u32,
+    /// Prometheus duration, e.g. `5s`.
+    pub batch_send_deadline: String,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            capacity: 2500,
+            max_shards: 200,
+            max_samples_per_send: 1000,
+            batch_send_deadline: "5s".into(),
+        }
+    }
+}
+
+/// The `prometheus:` section.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `agent` (default) or `server`.
+    pub mode: Mode,
+    /// The Prometheus binary (a name on PATH or an absolute path).
+    pub binary: PathBuf,
+    /// promtool, used to validate the rendered config when it is found.
+    pub promtool: PathBuf,
+    /// `global.scrape_interval`.
+    pub scrape_interval: String,
+    /// `global.scrape_timeout`.
+    pub scrape_timeout: String,
+    /// `global.evaluation_interval` (server mode).
+    pub evaluation_interval: String,
+    /// Extra `global.external_labels`, beside `cluster` and `__replica__`.
+    pub external_labels: BTreeMap<String, String>,
+    /// remote_write queue tuning.
+    pub queue: Queue,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Agent,
+            binary: PathBuf::from("prometheus"),
+            promtool: PathBuf::from("promtool"),
+            scrape_interval: "30s".into(),
+            scrape_timeout: "10s".into(),
+            evaluation_interval: "30s".into(),
+            external_labels: BTreeMap::new(),
+            queue: Queue::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks that a user can act on, done once at load.
+    pub fn validate(&self) -> Result<(), String> {
+        for reserved in ["cluster", "__replica__"] {
+            if self.external_labels.contains_key(reserved) {
+                return Err(format!(
+                    "prometheus.external_labels.{reserved}: set by moninit for AMP deduplication; use the top-level `{}` key",
+                    if reserved == "cluster" { "cluster" } else { "replica" }
+                ));
+            }
+        }
+        Ok(())
+    }
+}

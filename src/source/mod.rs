@@ -1,0 +1,328 @@
+//! Where inputs come from: S3 prefixes, SSM Parameter Store paths and local directories,
+//! fetched in parallel into one immutable [`Snapshot`].
+//!
+//! Invariants:
+//! - every input file and parameter remembers its origin (`s3://bucket/key`, an SSM name, a
+//!   local path), so any later error can name it;
+//! - sources are overlaid in the order the config lists them: a later source's file or
+//!   parameter replaces an earlier one with the same path (logged at debug);
+//! - SecureString values (and `secrets.yaml` values of local sources) are registered with
+//!   [`crate::secret`] the moment they are read, before anything could log them.
+
+pub mod file;
+pub mod imds;
+pub mod params;
+pub mod s3;
+pub mod ssm;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use params::{ParamValue, Params};
+
+/// One entry of the agent config's `sources:` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceUrl {
+    /// `s3://BUCKET/PREFIX/`: every object under the prefix is an input file.
+    S3 { bucket: String, prefix: String },
+    /// `ssm:/PATH/`: every parameter under the path (recursively) is a template parameter.
+    Ssm { path: String },
+    /// `file:///DIR/`: a local directory with the same layout as an S3 prefix, plus
+    /// `params.yaml` (parameters) and `secrets.yaml` (parameters treated as SecureStrings).
+    File { dir: PathBuf },
+}
+
+impl SourceUrl {
+    /// Parses `s3://`, `ssm:/` and `file:///` URLs; the message says what form is expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!(
+                    "`{text}`: an S3 source needs a bucket: s3://BUCKET/PREFIX/"
+                ));
+            }
+            let mut prefix = prefix.to_owned();
+            if !prefix.is_empty() && !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            return Ok(SourceUrl::S3 {
+                bucket: bucket.to_owned(),
+                prefix,
+            });
+        }
+        if let Some(rest) = text.strip_prefix("ssm:") {
+            if !rest.starts_with('/') {
+                return Err(format!("`{text}`: an SSM source is a path: ssm:/PATH/"));
+            }
+            let mut path = rest.to_owned();
+            if !path.ends_with('/') {
+                path.push('/');
+            }
+            return Ok(SourceUrl::Ssm { path });
+        }
+        if let Some(rest) = text.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(format!(
+                    "`{text}`: a local source is an absolute path: file:///DIR/"
+                ));
+            }
+            return Ok(SourceUrl::File {
+                dir: PathBuf::from(rest),
+            });
+        }
+        Err(format!(
+            "`{text}`: a source is s3://BUCKET/PREFIX/, ssm:/PATH/ or file:///DIR/"
+        ))
+    }
+
+    /// Whether fetching this source needs AWS credentials and a region.
+    pub fn needs_aws(&self) -> bool {
+        !matches!(self, SourceUrl::File { .. })
+    }
+}
+
+impl fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            SourceUrl::Ssm { path } => write!(f, "ssm:{path}"),
+            SourceUrl::File { dir } => write!(f, "file://{}", dir.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        SourceUrl::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How inputs are fetched.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How many S3 objects are downloaded at once.
+    pub concurrency: usize,
+    /// Seconds the whole fetch may take, retries included, before boot fails.
+    pub deadline_secs: u64,
+    /// Largest accepted S3 object, in bytes; a bigger input is an error, not an OOM.
+    pub max_object_bytes: u64,
+}
+
+impl Config {
+    pub const DEFAULT_CONCURRENCY: usize = 32;
+    pub const DEFAULT_DEADLINE_SECS: u64 = 60;
+    pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 16 * 1024 * 1024;
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_secs(self.deadline_secs)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            deadline_secs: Self::DEFAULT_DEADLINE_SECS,
+            max_object_bytes: Self::DEFAULT_MAX_OBJECT_BYTES,
+        }
+    }
+}
+
+/// One input file and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputFile {
+    /// Where the file came from, as a user would write it (`s3://bucket/key`, a local path).
+    pub origin: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Everything fetched from all sources, overlaid in order.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Input files by their path under the source (`prometheus/scrape_configs/node.yml`).
+    pub files: BTreeMap<String, InputFile>,
+    /// Template parameters, nested by `/`.
+    pub params: Params,
+}
+
+impl Snapshot {
+    /// Adds `other` on top of `self`: same-path files and parameters are replaced.
+    pub fn overlay(&mut self, other: Snapshot) -> Result<(), Error> {
+        for (path, file) in other.files {
+            if let Some(old) = self.files.insert(path.clone(), file) {
+                tracing::debug!(path, replaced = %old.origin, "input file overridden by a later source");
+            }
+        }
+        self.params.merge(other.params)
+    }
+}
+
+/// Why fetching failed; every variant names the source and what a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{origin}: {operation} failed: {code}: {message}")]
+    Aws {
+        origin: String,
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Input { origin: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Params(String),
+    #[error("fetching the inputs did not finish within the boot deadline of {secs} s (fetch.deadline_secs); last sources pending: {pending}")]
+    Deadline { secs: u64, pending: String },
+    #[error("instance metadata (IMDSv2): {0}")]
+    Imds(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Aws`] from an SDK error, keeping the AWS error code and message.
+    pub fn aws<E, R>(
+        origin: impl Into<String>,
+        operation: &'static str,
+        err: &aws_sdk_s3::error::SdkError<E, R>,
+    ) -> Self
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug,
+    {
+        use aws_sdk_s3::error::SdkError;
+        let (code, message) = match err {
+            SdkError::ServiceError(e) => (
+                e.err().code().unwrap_or("Unknown").to_owned(),
+                e.err()
+                    .message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e.err().to_string()),
+            ),
+            SdkError::TimeoutError(_) => ("Timeout".to_owned(), "the request timed out".to_owned()),
+            SdkError::DispatchFailure(_) => (
+                "DispatchFailure".to_owned(),
+                format!("could not reach the service: {}", chain(err)),
+            ),
+            other => ("RequestFailed".to_owned(), chain(other)),
+        };
+        Error::Aws {
+            origin: origin.into(),
+            operation,
+            code,
+            message,
+        }
+    }
+}
+
+/// The error and its causes on one line: SDK errors hide the useful part in `source()`.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = e.source();
+    }
+    out
+}
+
+/// Loads the AWS SDK configuration from the standard chain (environment, profile, web
+/// identity, ECS, IMDSv2), honouring `AWS_ENDPOINT_URL` and the service-specific endpoint
+/// variables, with the standard retry mode and per-attempt timeouts.
+pub async fn aws_config(region: &str) -> aws_config::SdkConfig {
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_owned()))
+        .retry_config(RetryConfig::standard().with_max_attempts(5))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(15))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// Fetches every source concurrently and overlays them in the listed order, within
+/// `config.deadline()`.
+pub async fn fetch_all(
+    sources: &[SourceUrl],
+    region: &str,
+    config: &Config,
+) -> Result<Snapshot, Error> {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    let sdk = if sources.iter().any(SourceUrl::needs_aws) {
+        Some(aws_config(region).await)
+    } else {
+        None
+    };
+    let s3 = sdk.as_ref().map(s3::client);
+    let ssm = sdk.as_ref().map(aws_sdk_ssm::Client::new);
+    let pending: Mutex<BTreeSet<String>> =
+        Mutex::new(sources.iter().map(|s| s.to_string()).collect());
+
+    let fetches = sources.iter().map(|source| {
+        let (s3, ssm, pending) = (&s3, &ssm, &pending);
+        async move {
+            let result = match source {
+                SourceUrl::S3 { bucket, prefix } => {
+                    let client = s3
+                        .as_ref()
+                        .expect("S3 client exists when an S3 source does");
+                    let mut snap = s3::fetch(client, bucket, prefix, config).await?;
+                    file::extract_params(&mut snap, false)?;
+                    Ok(snap)
+                }
+                SourceUrl::Ssm { path } => {
+                    ssm::fetch(
+                        ssm.as_ref()
+                            .expect("SSM client exists when an SSM source does"),
+                        path,
+                    )
+                    .await
+                }
+                SourceUrl::File { dir } => file::fetch(dir, config).await,
+            };
+            pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&source.to_string());
+            result
+        }
+    });
+    let results =
+        match tokio::time::timeout(config.deadline(), futures::future::join_all(fetches)).await {
+            Ok(results) => results,
+            Err(_) => {
+                let pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+                let pending = pending.iter().cloned().collect::<Vec<_>>().join(", ");
+                return Err(Error::Deadline {
+                    secs: config.deadline_secs,
+                    pending,
+                });
+            }
+        };
+    let mut snapshot = Snapshot::default();
+    for result in results {
+        snapshot.overlay(result?)?;
+    }
+    Ok(snapshot)
+}

@@ -1,0 +1,96 @@
+//! Fetches every object under an S3 prefix: `ListObjectsV2` (paginated), then `GetObject`
+//! for each key with a bounded number in flight.
+//!
+//! Keys ending in `/` (folder markers made by the console) are skipped. Objects larger than
+//! `fetch.max_object_bytes` are refused before download, naming the key.
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::{Config, Error, InputFile, Snapshot};
+
+/// Builds the S3 client: path-style addressing whenever an endpoint override is in effect,
+/// since local stand-ins (moto) do not serve virtual-hosted buckets.
+pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let overridden = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(overridden)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Lists and downloads every object under `s3://bucket/prefix`.
+pub async fn fetch(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    config: &Config,
+) -> Result<Snapshot, Error> {
+    let origin = format!("s3://{bucket}/{prefix}");
+    let mut keys = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::aws(&origin, "ListObjectsV2", &e))?;
+        for object in page.contents() {
+            let Some(key) = object.key() else { continue };
+            if key.ends_with('/') {
+                continue;
+            }
+            let size = object.size().unwrap_or(0).max(0) as u64;
+            if size > config.max_object_bytes {
+                return Err(Error::Input {
+                    origin: format!("s3://{bucket}/{key}"),
+                    message: format!(
+                        "object is {size} bytes, over the limit of {} (fetch.max_object_bytes)",
+                        config.max_object_bytes
+                    ),
+                });
+            }
+            keys.push(key.to_owned());
+        }
+    }
+    tracing::debug!(source = %origin, objects = keys.len(), "listed S3 prefix");
+
+    let files: Vec<(String, InputFile)> = stream::iter(keys)
+        .map(|key| get(client, bucket, prefix, key))
+        .buffer_unordered(config.concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut snapshot = Snapshot::default();
+    snapshot.files.extend(files);
+    Ok(snapshot)
+}
+
+async fn get(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    key: String,
+) -> Result<(String, InputFile), Error> {
+    let origin = format!("s3://{bucket}/{key}");
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await
+        .map_err(|e| Error::aws(&origin, "GetObject", &e))?;
+    let bytes = out.body.collect().await.map_err(|e| Error::Input {
+        origin: origin.clone(),
+        message: format!("reading the object failed: {}", super::chain(&e)),
+    })?;
+    let relative = key.strip_prefix(prefix).unwrap_or(&key).to_owned();
+    Ok((
+        relative,
+        InputFile {
+            origin,
+            bytes: bytes.into_bytes().to_vec(),
+        },
+    ))
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the moninit binary against real moto (S3, SSM), real promtool, and
+//! the built-in templates against golden files. One test binary, so the AWS SDK is linked
+//! once.
+
+mod bad_input;
+mod fetch;
+mod golden;
+mod secrets;
+mod support;

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""A local stand-in for S3 and SSM: moto's server on 127.0.0.1, optionally seeded.
+
+Prints one JSON line on stdout once the server is ready and seeded:
+    {"endpoint": "http://127.0.0.1:PORT", "access_key": ..., "secret_key": ...}
+then serves until its standard input closes (so it dies with whoever started it: no orphan
+server survives a crashed test) or until --lifetime seconds pass.
+
+Seeding: --seed DIR uploads DIR's files to s3://BUCKET/PREFIX (except params.yaml and
+secrets.yaml) and writes params.yaml as SSM String parameters and secrets.yaml as
+SecureString parameters under --ssm-path. --extra-params/--extra-objects add generated load.
+--auth creates an IAM user with NO permissions, prints its keys, and turns on moto's
+signature and permission checks for every later request.
+"""
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+
+import boto3
+import yaml
+from moto.server import ThreadedMotoServer
+
+
+def flatten(prefix, value, out):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}/{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def put_params(ssm, path, doc, kind):
+    flat = {}
+    flatten("", doc or {}, flat)
+    for name, value in flat.items():
+        ssm.put_parameter(Name=path.rstrip("/") + "/" + name, Value=value, Type=kind, Overwrite=True)
+
+
+def seed(args, endpoint):
+    kw = dict(endpoint_url=endpoint, region_name=args.region,
+              aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client("s3", **kw)
+    ssm = boto3.client("ssm", **kw)
+    if args.bucket:
+        s3.create_bucket(Bucket=args.bucket)
+    prefix = args.prefix.strip("/") + "/" if args.prefix.strip("/") else ""
+    if args.seed:
+        for root, _dirs, files in os.walk(args.seed):
+            for name in files:
+                full = os.path.join(root, name)
+                rel = os.path.relpath(full, args.seed).replace(os.sep, "/")
+                if rel in ("params.yaml", "secrets.yaml"):
+                    continue
+                with open(full, "rb") as f:
+                    s3.put_object(Bucket=args.bucket, Key=prefix + rel, Body=f.read())
+        for fname, kind in (("params.yaml", "String"), ("secrets.yaml", "SecureString")):
+            path = os.path.join(args.seed, fname)
+            if os.path.exists(path) and args.ssm_path:
+                with open(path) as f:
+                    put_params(ssm, args.ssm_path, yaml.safe_load(f), kind)
+    for i in range(args.extra_objects):
+        s3.put_object(Bucket=args.bucket, Key=f"{prefix}extra/object-{i:04d}.txt", Body=f"object {i}\n".encode())
+    for i in range(args.extra_params):
+        ssm.put_parameter(Name=f"{args.ssm_path.rstrip('/')}/extra/p{i:04d}", Value=f"value-{i}", Type="String",
+                          Overwrite=True)
+    result = {"endpoint": endpoint}
+    if args.auth:
+        iam = boto3.client("iam", **kw)
+        iam.create_user(UserName="moninit-denied")
+        key = iam.create_access_key(UserName="moninit-denied")["AccessKey"]
+        result.update(access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+        # text/plain: with urllib's default form content type, Flask hides the body from moto.
+        req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(req, timeout=5).read()
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--seed")
+    p.add_argument("--bucket", default="")
+    p.add_argument("--prefix", default="")
+    p.add_argument("--ssm-path", default="")
+    p.add_argument("--extra-params", type=int, default=0)
+    p.add_argument("--extra-objects", type=int, default=0)
+    p.add_argument("--auth", action="store_true")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--lifetime", type=float, default=900.0, help="seconds before the server stops by itself")
+    args = p.parse_args()
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        result = seed(args, endpoint)
+    except Exception as e:  # report seeding failures to the caller, then stop
+        print(json.dumps({"error": repr(e)}), flush=True)
+        server.stop()
+        sys.exit(1)
+    print(json.dumps(result), flush=True)
+
+    done = threading.Event()
+
+    def wait_stdin():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        finally:
+            done.set()
+
+    threading.Thread(target=wait_stdin, daemon=True).start()
+    done.wait(timeout=args.lifetime)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
