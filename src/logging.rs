@@ -1,7 +1,7 @@
 //! The tracing subscriber: structured lines on stderr, filtered by `RUST_LOG` (default
 //! `info`), every line passed through the secret registry before it is written.
 //!
-//! Third-party crates (the AWS SDK, hyper, rustls) are capped at `debug` even when
+//! Third-party crates (the AWS SDK, hyper, rustls) are capped at `debug` whenever
 //! `RUST_LOG=trace`: at trace they log raw HTTP bodies, and an SSM response body carries
 //! decrypted SecureStrings before moninit has seen (and registered) them. Set
 //! `MONINIT_LOG_UNCAPPED=1` to lift the cap when debugging the SDK itself.
@@ -24,7 +24,8 @@ const CAPPED: [&str; 7] = [
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init() {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if std::env::var_os("MONINIT_LOG_UNCAPPED").is_none() {
+    let wants_trace = filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE);
+    if wants_trace && std::env::var_os("MONINIT_LOG_UNCAPPED").is_none() {
         for target in CAPPED {
             if let Ok(directive) = format!("{target}=debug").parse() {
                 filter = filter.add_directive(directive);
