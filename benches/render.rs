@@ -7,9 +7,13 @@ use moninit::render::{self, grafana, prometheus, Identity};
 use moninit::source::{self, SourceUrl};
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let inputs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/inputs");
-    let snapshot = runtime.block_on(source::file::fetch(&inputs, &source::Config::default())).unwrap();
+    let snapshot = runtime
+        .block_on(source::file::fetch(&inputs, &source::Config::default()))
+        .unwrap();
     let identity = Identity {
         region: "us-east-1".into(),
         workspace_id: "ws-0b1c2d3e-aaaa-bbbb-cccc-123456789012".into(),
@@ -33,7 +37,9 @@ fn bench(c: &mut Criterion) {
         grafana_version: 12,
         layout: &layout,
     };
-    c.bench_function("render examples", |b| b.iter(|| render::render(&snapshot, &settings).unwrap()));
+    c.bench_function("render examples", |b| {
+        b.iter(|| render::render(&snapshot, &settings).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

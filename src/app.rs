@@ -24,11 +24,13 @@ pub enum Error {
     Validate(install::Error),
     #[error("install: {0}")]
     Install(install::Error),
+    #[error("{0}")]
+    Proxy(#[from] crate::proxy::server::Error),
 }
 
 impl Error {
     /// Documented in the README: 2 usage (clap), 3 config, 4 fetch, 5 render, 6 validation,
-    /// 7 install.
+    /// 7 install, 8 proxy set-up (port taken, non-loopback bind, no credentials chain).
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 3,
@@ -36,6 +38,7 @@ impl Error {
             Error::Render(_) => 5,
             Error::Validate(_) => 6,
             Error::Install(_) => 7,
+            Error::Proxy(_) => 8,
         }
     }
 }

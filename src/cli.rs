@@ -22,6 +22,65 @@ pub enum Command {
     Render(RenderArgs),
     /// Fetch the inputs, render and validate; write nothing.
     Check(ConfigArg),
+    /// Run the SigV4 signing proxy alone (a native replacement for aws-sigv4-proxy).
+    Proxy(Box<ProxyArgs>),
+}
+
+/// aws-sigv4-proxy's core flags, with safer defaults: loopback only, a route table, limits.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// AWS service name to sign for.
+    #[arg(long, default_value = "aps")]
+    pub name: String,
+    /// AWS region to sign for (default: AWS_REGION).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: String,
+    /// Upstream host (default for `aps`: aps-workspaces.REGION.amazonaws.com).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Address to listen on: `127.0.0.1:8005`, or `:8005` (loopback, unlike aws-sigv4-proxy).
+    #[arg(long, default_value = "127.0.0.1:8005")]
+    pub port: String,
+    /// Role to assume for signing.
+    #[arg(long)]
+    pub role_arn: Option<String>,
+    /// External id for --role-arn.
+    #[arg(long)]
+    pub external_id: Option<String>,
+    /// Host to sign (and send) instead of --host.
+    #[arg(long)]
+    pub sign_host: Option<String>,
+    /// Scheme of the upstream.
+    #[arg(long, default_value = "https", value_parser = ["https", "http"])]
+    pub upstream_url_scheme: String,
+    /// Sign with UNSIGNED-PAYLOAD instead of the body's SHA-256.
+    #[arg(long)]
+    pub unsigned_payload: bool,
+    /// Request header to drop before signing (repeatable).
+    #[arg(long = "strip", value_name = "HEADER")]
+    pub strip: Vec<String>,
+    /// Log at debug level.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Allowed route: `METHODS:PATTERN`, e.g. `GET,PUT:/bucket/**` (`{name}` is one path
+    /// segment, `**` the rest). Required for services other than `aps`, which has AMP's.
+    #[arg(long = "allow-path", value_name = "METHODS:PATTERN")]
+    pub allow_path: Vec<String>,
+    /// Forward only this AMP workspace.
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Listen on a non-loopback address even though anyone who can reach it gets requests signed.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = crate::proxy::Config::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Requests handled at once.
+    #[arg(long, default_value_t = crate::proxy::Config::DEFAULT_MAX_CONCURRENT)]
+    pub max_concurrent: usize,
+    /// Serve /metrics on this loopback address (e.g. 127.0.0.1:9105).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

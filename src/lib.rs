@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -29,4 +30,5 @@ pub mod logging;
 pub mod proxy;
 pub mod render;
 pub mod secret;
+pub mod signals;
 pub mod source;

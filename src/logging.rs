@@ -21,9 +21,11 @@ const CAPPED: [&str; 7] = [
     "rustls",
 ];
 
-/// Installs the global subscriber. Safe to call more than once (later calls do nothing).
-pub fn init() {
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber (`verbose`: default level debug instead of info). Safe to
+/// call more than once (later calls do nothing).
+pub fn init(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let wants_trace = filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE);
     if wants_trace && std::env::var_os("MONINIT_LOG_UNCAPPED").is_none() {
         for target in CAPPED {

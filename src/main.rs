@@ -8,7 +8,8 @@ use moninit::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    moninit::logging::init();
+    let verbose = matches!(&cli.command, Command::Proxy(args) if args.verbose);
+    moninit::logging::init(verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
                 moninit::app::render(&args.config.config, args.out, args.diff).await
             }
             Command::Check(args) => moninit::app::check(&args.config).await,
+            Command::Proxy(args) => moninit::proxy::standalone::run(&args)
+                .await
+                .map_err(Into::into),
         }
     });
     match result {

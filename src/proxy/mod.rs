@@ -1,6 +1,70 @@
-//! The embedded SigV4 signing proxy. Prometheus' remote_write (and optionally Grafana) talk
-//! to it on loopback; it signs for service `aps` and forwards to the configured AMP endpoint.
+//! The embedded SigV4 signing reverse proxy, also runnable alone as `moninit proxy`.
+//!
+//! Prometheus' remote_write (and Grafana in proxy mode) talk to it on loopback; it signs for
+//! one configured service, region and upstream, never for whatever a request names.
+//!
+//! - [`config`]: the `proxy:` section and the validated runtime [`Settings`];
+//! - [`route`]: which requests may be signed at all (pure);
+//! - [`sign`]: SigV4 signing and query canonicalisation (pure, time passed in);
+//! - [`credentials`]: the credential chain, AssumeRole, cache and refresh;
+//! - [`forward`]: one request, end to end; [`server`]: the listener and draining.
 
 mod config;
+pub mod credentials;
+pub mod forward;
+pub mod route;
+pub mod server;
+pub mod sign;
+pub mod standalone;
 
-pub use config::Config;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, Settings, Upstream};
+
+use crate::admin::metrics;
+
+/// A proxy ready to serve: bound, with its client and credentials set up.
+pub struct Proxy {
+    listener: TcpListener,
+    state: Arc<forward::State>,
+}
+
+impl Proxy {
+    /// Binds and prepares the proxy; fails fast on a taken port or missing credentials chain.
+    pub async fn new(
+        settings: Settings,
+        allow_non_loopback: bool,
+        metrics: metrics::Proxy,
+    ) -> Result<Self, server::Error> {
+        let listener = server::bind(settings.listen, allow_non_loopback).await?;
+        let provider = credentials::provider(&settings.signer.region, &settings.assume)
+            .await
+            .map_err(|e| server::Error::Setup(e.to_string()))?;
+        let client = forward::client(&settings)
+            .map_err(|e| server::Error::Setup(format!("TLS setup: {e}")))?;
+        let permits = tokio::sync::Semaphore::new(settings.max_concurrent);
+        let state = forward::State {
+            credentials: credentials::Cache::new(provider, metrics.clone()),
+            settings,
+            client,
+            metrics,
+            permits,
+        };
+        Ok(Proxy {
+            listener,
+            state: Arc::new(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        server::serve(self.listener, self.state, shutdown).await
+    }
+}

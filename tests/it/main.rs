@@ -5,5 +5,6 @@
 mod bad_input;
 mod fetch;
 mod golden;
+mod proxy;
 mod secrets;
 mod support;

@@ -10,7 +10,8 @@ Seeding: --seed DIR uploads DIR's files to s3://BUCKET/PREFIX (except params.yam
 secrets.yaml) and writes params.yaml as SSM String parameters and secrets.yaml as
 SecureString parameters under --ssm-path. --extra-params/--extra-objects add generated load.
 --auth creates an IAM user with NO permissions, prints its keys, and turns on moto's
-signature and permission checks for every later request.
+signature and permission checks for every later request; --allow-user SERVICE also creates
+one allowed SERVICE:* and prints its keys.
 """
 import argparse
 import json
@@ -73,6 +74,13 @@ def seed(args, endpoint):
         iam.create_user(UserName="moninit-denied")
         key = iam.create_access_key(UserName="moninit-denied")["AccessKey"]
         result.update(access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+        if args.allow_user:
+            iam.create_user(UserName="moninit-allowed")
+            iam.put_user_policy(UserName="moninit-allowed", PolicyName="all", PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": f"{args.allow_user}:*", "Resource": "*"}]}))
+            key = iam.create_access_key(UserName="moninit-allowed")["AccessKey"]
+            result.update(allowed_access_key=key["AccessKeyId"], allowed_secret_key=key["SecretAccessKey"])
         # text/plain: with urllib's default form content type, Flask hides the body from moto.
         req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
                                      headers={"Content-Type": "text/plain"})
@@ -90,6 +98,7 @@ def main():
     p.add_argument("--extra-params", type=int, default=0)
     p.add_argument("--extra-objects", type=int, default=0)
     p.add_argument("--auth", action="store_true")
+    p.add_argument("--allow-user", help="with --auth: also create a user allowed SERVICE:*")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=900.0, help="seconds before the server stops by itself")
     args = p.parse_args()

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -41,6 +44,8 @@ pub struct Moto {
     pub endpoint: String,
     /// Keys of an IAM user with no permissions (only with `auth`).
     pub denied_keys: Option<(String, String)>,
+    /// Keys of an IAM user allowed `SERVICE:*` (only with `auth` and `allowed_policy`).
+    pub allowed_keys: Option<(String, String)>,
 }
 
 /// What to put in moto before the test runs.
@@ -53,6 +58,8 @@ pub struct Seed {
     pub extra_params: usize,
     pub extra_objects: usize,
     pub auth: bool,
+    /// With `auth`: also create a user allowed every action of this service.
+    pub allowed_policy: Option<String>,
 }
 
 impl Seed {
@@ -89,6 +96,9 @@ impl Moto {
         if seed.auth {
             cmd.arg("--auth");
         }
+        if let Some(service) = &seed.allowed_policy {
+            cmd.args(["--allow-user", service]);
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -109,11 +119,18 @@ impl Moto {
                 info["secret_key"].as_str().unwrap().to_owned(),
             )
         });
+        let allowed_keys = info.get("allowed_access_key").map(|k| {
+            (
+                k.as_str().unwrap().to_owned(),
+                info["allowed_secret_key"].as_str().unwrap().to_owned(),
+            )
+        });
         Moto {
             child,
             _stdin: stdin,
             endpoint: info["endpoint"].as_str().unwrap().to_owned(),
             denied_keys,
+            allowed_keys,
         }
     }
 }

@@ -1,0 +1,153 @@
+//! Every metric moninit exports, defined in one place so names, help texts and buckets stay
+//! consistent. Metrics are Prometheus text exposition via the `prometheus-client` crate.
+
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteCode {
+    pub route: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+/// The signing proxy's metrics.
+#[derive(Clone)]
+pub struct Proxy {
+    requests: Family<RouteCode, Counter>,
+    upstream_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    body_bytes: Histogram,
+    signing_seconds: Histogram,
+    in_flight: Gauge,
+    credential_expiry: Gauge,
+    refresh_failures: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~33 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Proxy {
+    pub fn new() -> Self {
+        Proxy {
+            requests: Family::default(),
+            upstream_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            // 256 B .. 64 MiB
+            body_bytes: Histogram::new(exponential_buckets(256.0, 4.0, 10)),
+            // 1 µs .. ~16 ms
+            signing_seconds: Histogram::new(exponential_buckets(0.000_001, 2.0, 15)),
+            in_flight: Gauge::default(),
+            credential_expiry: Gauge::default(),
+            refresh_failures: Counter::default(),
+        }
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("moninit_proxy");
+        r.register(
+            "requests",
+            "Requests handled, by route and HTTP status code",
+            self.requests.clone(),
+        );
+        r.register(
+            "upstream_latency_seconds",
+            "Time to the upstream's response headers",
+            self.upstream_latency.clone(),
+        );
+        r.register(
+            "request_body_bytes",
+            "Size of request bodies forwarded",
+            self.body_bytes.clone(),
+        );
+        r.register(
+            "signing_seconds",
+            "Time spent computing SigV4 signatures",
+            self.signing_seconds.clone(),
+        );
+        r.register(
+            "in_flight_requests",
+            "Requests being handled now",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "credential_expiry_timestamp_seconds",
+            "Unix time at which the signing credentials expire (0: they do not)",
+            self.credential_expiry.clone(),
+        );
+        r.register(
+            "credential_refresh_failures",
+            "Failed credential refreshes",
+            self.refresh_failures.clone(),
+        );
+    }
+
+    pub fn request(&self, route: &'static str, code: u16) {
+        self.requests
+            .get_or_create(&RouteCode { route, code })
+            .inc();
+    }
+
+    pub fn upstream_latency(&self, route: &'static str, elapsed: Duration) {
+        self.upstream_latency
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn body_size(&self, bytes: usize) {
+        self.body_bytes.observe(bytes as f64);
+    }
+
+    pub fn signing(&self, elapsed: Duration) {
+        self.signing_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn credential_expiry(&self, expiry: Option<SystemTime>) {
+        let secs = expiry
+            .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        self.credential_expiry.set(secs as i64);
+    }
+
+    pub fn credential_refresh_failed(&self) {
+        self.refresh_failures.inc();
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Renders `registry` in the Prometheus/OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}

@@ -1,0 +1,447 @@
+//! One request through the proxy: refuse early, read and hash the body once, sign, forward,
+//! stream the answer back.
+//!
+//! Invariants:
+//! - a request refused by the route table, the body limit or the concurrency limit never
+//!   causes a connection to the upstream; bodies are read only by requests holding one of
+//!   the `max_concurrent` slots, so body memory is bounded by `body_limit × max_concurrent`;
+//! - incoming `Authorization`, `X-Amz-*`, hop-by-hop headers and `--strip` headers are
+//!   dropped; only `host`, `content-type`, `content-encoding` and the headers the signer adds
+//!   are signed, since no intermediary rewrites those;
+//! - the query sent is exactly the canonical query signed;
+//! - the upstream's status, `Retry-After` and body pass through untouched (Prometheus owns
+//!   retries); moninit's own errors (502, 504, 413, 503) say what failed and nothing else;
+//! - an `ExpiredToken` answer forces one credential refresh and one retry.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::credentials::Cache;
+use super::sign::{self, Payload};
+use super::Settings;
+use crate::admin::metrics;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// How long a request may wait for a free slot before it gets 503.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Largest error body read from the upstream to look for `ExpiredToken`.
+const ERROR_PEEK_LIMIT: usize = 64 * 1024;
+
+/// Everything a request needs, shared by all connections.
+pub struct State {
+    pub settings: Settings,
+    pub client: HttpClient,
+    pub credentials: Cache,
+    pub metrics: metrics::Proxy,
+    pub permits: Semaphore,
+}
+
+/// Builds the keep-alive client to the upstream (rustls, system roots, HTTP/1.1).
+pub fn client(settings: &Settings) -> std::io::Result<HttpClient> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(settings.max_concurrent)
+        .build(https))
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn plain(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(message));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Handles one request; never fails (errors become responses).
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let _in_flight = state.metrics.in_flight();
+    // Wait briefly for a slot rather than refusing at once: a burst (Prometheus resharding)
+    // queues instead of failing, and bodies are read only once a slot is held, so memory
+    // stays bounded by body limit × slots either way.
+    let permit = tokio::time::timeout(QUEUE_WAIT, state.permits.acquire()).await;
+    let Ok(Ok(_permit)) = permit else {
+        state.metrics.request("refused_busy", 503);
+        let mut resp = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "moninit proxy: too many requests in flight\n",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(req.uri().host());
+    let route = match state
+        .settings
+        .routes
+        .check(req.method(), host, req.uri().path())
+    {
+        Ok(route) => route.name,
+        Err(refusal) => {
+            tracing::debug!(method = %req.method(), path = req.uri().path(), reason = refusal.label(), "request refused");
+            state
+                .metrics
+                .request(refusal.label(), refusal.status().as_u16());
+            return plain(refusal.status(), refusal.message());
+        }
+    };
+    let resp = forward(&state, route, req).await;
+    state.metrics.request(route, resp.status().as_u16());
+    resp
+}
+
+async fn forward(state: &State, route: &'static str, req: Request<Incoming>) -> Response<Body> {
+    let s = &state.settings;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.body_limit as u64) {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "moninit proxy: request body over the limit\n",
+        );
+    }
+    let expected = declared.map_or(0, |n| n as usize);
+    let (body, sha256) =
+        match tokio::time::timeout(s.body_timeout, read_body(body, expected, s.body_limit)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(BodyError::TooLarge)) => {
+                return plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "moninit proxy: request body over the limit\n",
+                )
+            }
+            Ok(Err(BodyError::Read)) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "moninit proxy: could not read the request body\n",
+                )
+            }
+            Err(_) => {
+                return plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "moninit proxy: request body not received in time\n",
+                )
+            }
+        };
+    state.metrics.body_size(body.len());
+
+    let query = sign::canonical_query(parts.uri.query().unwrap_or(""));
+    let path_and_query = if query.is_empty() {
+        parts.uri.path().to_owned()
+    } else {
+        format!("{}?{query}", parts.uri.path())
+    };
+    let host = s.sign_host.as_deref().unwrap_or(&s.upstream.authority);
+    let uri = format!("{}://{}{}", s.upstream.scheme, host, path_and_query);
+    let send_uri = format!(
+        "{}://{}{}",
+        s.upstream.scheme, s.upstream.authority, path_and_query
+    );
+    let headers = forwarded_headers(&parts.headers, &s.strip, host);
+
+    let mut credentials = match state.credentials.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign: no credentials");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "moninit proxy: no AWS credentials to sign with\n",
+            );
+        }
+    };
+    let mut retried = false;
+    loop {
+        let started = Instant::now();
+        let signed = sign_headers(
+            state,
+            &parts.method,
+            &uri,
+            &headers,
+            &sha256,
+            &body,
+            &credentials,
+        );
+        state.metrics.signing(started.elapsed());
+        let signed = match signed {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "signing failed");
+                return plain(StatusCode::BAD_GATEWAY, "moninit proxy: signing failed\n");
+            }
+        };
+        let mut upstream_req = Request::builder()
+            .method(parts.method.clone())
+            .uri(&send_uri);
+        if let Some(h) = upstream_req.headers_mut() {
+            *h = signed;
+        }
+        let upstream_req = match upstream_req.body(Full::new(body.clone())) {
+            Ok(r) => r,
+            Err(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "moninit proxy: request not accepted\n",
+                )
+            }
+        };
+        let sent = Instant::now();
+        let result =
+            tokio::time::timeout(s.upstream_timeout, state.client.request(upstream_req)).await;
+        state.metrics.upstream_latency(route, sent.elapsed());
+        let resp = match result {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                tracing::warn!(route, error = %crate::source::chain(&e), "upstream request failed");
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "moninit proxy: upstream unreachable\n",
+                );
+            }
+            Err(_) => {
+                tracing::warn!(
+                    route,
+                    timeout_s = s.upstream_timeout.as_secs(),
+                    "upstream did not answer in time"
+                );
+                return plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "moninit proxy: upstream did not answer in time\n",
+                );
+            }
+        };
+        let status = resp.status();
+        if !retried && (status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST) {
+            let (parts, body) = resp.into_parts();
+            let bytes = match Limited::new(body, ERROR_PEEK_LIMIT).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => {
+                    return plain(
+                        StatusCode::BAD_GATEWAY,
+                        "moninit proxy: upstream error body unreadable\n",
+                    )
+                }
+            };
+            if bytes.windows(12).any(|w| w == b"ExpiredToken") {
+                tracing::warn!(
+                    route,
+                    "upstream says the credentials expired; refreshing and retrying once"
+                );
+                match state.credentials.force_refresh(&credentials).await {
+                    Ok(c) => credentials = c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "credential refresh failed");
+                        return respond(parts, full(bytes));
+                    }
+                }
+                retried = true;
+                continue;
+            }
+            return respond(parts, full(bytes));
+        }
+        let (parts, body) = resp.into_parts();
+        return respond(parts, body.boxed());
+    }
+}
+
+fn respond(mut parts: http::response::Parts, body: Body) -> Response<Body> {
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body)
+}
+
+fn sign_headers(
+    state: &State,
+    method: &http::Method,
+    uri: &str,
+    headers: &HeaderMap,
+    sha256: &str,
+    body: &Bytes,
+    credentials: &aws_credential_types::Credentials,
+) -> Result<HeaderMap, sign::Error> {
+    const SIGNED: [HeaderName; 3] = [header::HOST, header::CONTENT_TYPE, header::CONTENT_ENCODING];
+    let to_sign = SIGNED
+        .iter()
+        .filter_map(|name| Some((name.as_str(), headers.get(name)?.to_str().ok()?)));
+    let payload = if state.settings.unsigned_payload {
+        Payload::Unsigned
+    } else {
+        Payload::Sha256(sha256)
+    };
+    let added = state.settings.signer.sign(
+        method.as_str(),
+        uri,
+        to_sign,
+        payload,
+        credentials,
+        SystemTime::now(),
+    )?;
+    let mut out = headers.clone();
+    for (name, value) in added {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            out.insert(n, v);
+        }
+    }
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok(out)
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+/// Reads the whole body, hashing each chunk as it arrives (one pass), up to `limit` bytes.
+/// `expected` (the declared length) sizes the buffer once, so a body costs its own size.
+async fn read_body(
+    mut body: Incoming,
+    expected: usize,
+    limit: usize,
+) -> Result<(Bytes, String), BodyError> {
+    let mut hasher = Sha256::new();
+    let mut buf = BytesMut::with_capacity(expected.min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            hasher.update(&data);
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok((buf.freeze(), hex::encode(hasher.finalize())))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and those named by `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// The request headers sent upstream before signing: hop-by-hop, `Authorization`,
+/// `X-Amz-*`, `Expect`, length and host dropped; `host` set to the signed host.
+fn forwarded_headers(incoming: &HeaderMap, strip: &[HeaderName], host: &str) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    let amz: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-amz-"))
+        .cloned()
+        .collect();
+    for name in amz.iter().chain(strip) {
+        headers.remove(name);
+    }
+    for name in [
+        header::AUTHORIZATION,
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::EXPECT,
+    ] {
+        headers.remove(name);
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(header::HOST, v);
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_never_pass() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "AWS4-HMAC-SHA256 Credential=evil"),
+            ("x-amz-security-token", "stolen"),
+            ("x-amz-date", "20200101T000000Z"),
+            ("connection", "close, x-custom-hop"),
+            ("x-custom-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("host", "attacker.example"),
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "snappy"),
+            ("x-prometheus-remote-write-version", "0.1.0"),
+            ("x-strip-me", "1"),
+        ] {
+            h.append(
+                HeaderName::try_from(k).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        let out = forwarded_headers(
+            &h,
+            &[HeaderName::from_static("x-strip-me")],
+            "aps.example:443",
+        );
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "content-encoding",
+                "x-prometheus-remote-write-version",
+                "host"
+            ]
+        );
+        assert_eq!(out["host"], "aps.example:443");
+    }
+}

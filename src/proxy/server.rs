@@ -1,0 +1,94 @@
+//! The proxy's listener: accepts connections, serves HTTP/1.1 with a header-read timeout,
+//! and drains in-flight requests on shutdown.
+//!
+//! Binding happens in [`bind`], separately from serving, so that a port already taken (or a
+//! non-loopback address without explicit permission) fails boot before anything else starts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::forward::{self, State};
+
+/// Per-connection read buffer: request headers must fit (larger ones get 431).
+const READ_BUFFER: usize = 16 * 1024;
+
+/// How long in-flight requests may take to finish after shutdown is asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("proxy: refusing to listen on {0}, which is not a loopback address (a signing proxy reachable from the network signs for anyone who can reach it); pass --allow-non-loopback to insist")]
+    NotLoopback(SocketAddr),
+    #[error("proxy: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("proxy: {0}")]
+    Setup(String),
+}
+
+/// Binds `addr`, refusing non-loopback addresses unless `allow_non_loopback`.
+pub async fn bind(addr: SocketAddr, allow_non_loopback: bool) -> Result<TcpListener, Error> {
+    if !addr.ip().is_loopback() && !allow_non_loopback {
+        return Err(Error::NotLoopback(addr));
+    }
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A deep accept queue: Prometheus opens up to `max_shards` connections at once.
+        socket.listen(4096)
+    };
+    bind().map_err(|source| Error::Bind { addr, source })
+}
+
+/// Serves until `shutdown` is cancelled, then lets in-flight requests finish (bounded).
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = state.settings.header_timeout;
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(forward::handle(state, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            // Bounds what hyper reads ahead per connection while a request waits for a slot.
+            .max_buf_size(READ_BUFFER)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::debug!("proxy drained"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("proxy: in-flight requests cut off after the drain timeout"),
+    }
+}
