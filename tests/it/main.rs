@@ -5,6 +5,8 @@
 mod bad_input;
 mod fetch;
 mod golden;
+mod prometheus_e2e;
 mod proxy;
 mod secrets;
+mod sigv4_vectors;
 mod support;
