@@ -46,8 +46,10 @@ impl Config {
     pub const DEFAULT_PORT: u16 = 8005;
     /// Far above Prometheus' largest remote_write batch (a few MiB with metadata).
     pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
-    /// Above Prometheus' default `max_shards` (200) plus queries.
-    pub const DEFAULT_MAX_CONCURRENT: usize = 512;
+    /// Requests beyond this wait (up to 5 s) for a slot; Prometheus' shards simply queue.
+    /// With the body limit this bounds body memory at 2 GiB worst case; real remote_write
+    /// batches (1000 samples, tens of KiB compressed) keep it to a few MiB.
+    pub const DEFAULT_MAX_CONCURRENT: usize = 128;
 
     pub fn validate(&self) -> Result<(), String> {
         if self.port == 0 {

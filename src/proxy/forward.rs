@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -27,13 +27,14 @@ use hyper_util::client::legacy::Client;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use super::chunks::Chunks;
 use super::credentials::Cache;
 use super::sign::{self, Payload};
 use super::Settings;
 use crate::admin::metrics;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Chunks>;
 
 /// How long a request may wait for a free slot before it gets 503.
 const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -137,9 +138,8 @@ async fn forward(state: &State, route: &'static str, req: Request<Incoming>) -> 
             "moninit proxy: request body over the limit\n",
         );
     }
-    let expected = declared.map_or(0, |n| n as usize);
     let (body, sha256) =
-        match tokio::time::timeout(s.body_timeout, read_body(body, expected, s.body_limit)).await {
+        match tokio::time::timeout(s.body_timeout, read_body(body, s.body_limit)).await {
             Ok(Ok(read)) => read,
             Ok(Err(BodyError::TooLarge)) => {
                 return plain(
@@ -212,7 +212,7 @@ async fn forward(state: &State, route: &'static str, req: Request<Incoming>) -> 
         if let Some(h) = upstream_req.headers_mut() {
             *h = signed;
         }
-        let upstream_req = match upstream_req.body(Full::new(body.clone())) {
+        let upstream_req = match upstream_req.body(body.clone()) {
             Ok(r) => r,
             Err(_) => {
                 return plain(
@@ -291,7 +291,7 @@ fn sign_headers(
     uri: &str,
     headers: &HeaderMap,
     sha256: &str,
-    body: &Bytes,
+    body: &Chunks,
     credentials: &aws_credential_types::Credentials,
 ) -> Result<HeaderMap, sign::Error> {
     const SIGNED: [HeaderName; 3] = [header::HOST, header::CONTENT_TYPE, header::CONTENT_ENCODING];
@@ -327,14 +327,10 @@ enum BodyError {
 }
 
 /// Reads the whole body, hashing each chunk as it arrives (one pass), up to `limit` bytes.
-/// `expected` (the declared length) sizes the buffer once, so a body costs its own size.
-async fn read_body(
-    mut body: Incoming,
-    expected: usize,
-    limit: usize,
-) -> Result<(Bytes, String), BodyError> {
+/// The chunks are kept as received: no copy into one buffer.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<(Chunks, String), BodyError> {
     let mut hasher = Sha256::new();
-    let mut buf = BytesMut::with_capacity(expected.min(limit));
+    let mut buf = Chunks::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| BodyError::Read)?;
         if let Ok(data) = frame.into_data() {
@@ -342,10 +338,10 @@ async fn read_body(
                 return Err(BodyError::TooLarge);
             }
             hasher.update(&data);
-            buf.extend_from_slice(&data);
+            buf.push(data);
         }
     }
-    Ok((buf.freeze(), hex::encode(hasher.finalize())))
+    Ok((buf, hex::encode(hasher.finalize())))
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and those named by `Connection`.

@@ -9,6 +9,7 @@
 //! - [`credentials`]: the credential chain, AssumeRole, cache and refresh;
 //! - [`forward`]: one request, end to end; [`server`]: the listener and draining.
 
+mod chunks;
 mod config;
 pub mod credentials;
 pub mod forward;

@@ -12,8 +12,15 @@ use crate::support::process::{self, Owned};
 const WS: &str = "ws-0b1c2d3e-aaaa-bbbb-cccc-123456789012";
 
 /// A Prometheus on a free loopback port; `extra` flags select its role.
-pub fn prometheus(dir: &std::path::Path, name: &str, config: &str, extra: &[&str]) -> (Owned, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", process::free_port()).parse().unwrap();
+pub fn prometheus(
+    dir: &std::path::Path,
+    name: &str,
+    config: &str,
+    extra: &[&str],
+) -> (Owned, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", process::free_port())
+        .parse()
+        .unwrap();
     let config_path = dir.join(format!("{name}.yml"));
     std::fs::write(&config_path, config.replace("SELF", &addr.to_string())).unwrap();
     let mut cmd = Command::new("prometheus");
@@ -28,7 +35,10 @@ pub fn prometheus(dir: &std::path::Path, name: &str, config: &str, extra: &[&str
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("{name} not ready: {}", std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default());
+    panic!(
+        "{name} not ready: {}",
+        std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+    );
 }
 
 #[test]
@@ -38,7 +48,10 @@ fn prometheus_remote_writes_through_the_proxy_and_every_request_is_verified() {
         dir.path(),
         "receiver",
         "global: {}\n",
-        &["--web.enable-remote-write-receiver", &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display())],
+        &[
+            "--web.enable-remote-write-receiver",
+            &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+        ],
     );
     let verifier = Verifier::start(&["--upstream", &format!("http://{receiver_addr}")]);
     let proxy = Proxy::start(verifier.addr, &[], &[]);
@@ -60,22 +73,36 @@ fn prometheus_remote_writes_through_the_proxy_and_every_request_is_verified() {
     );
 
     // Query the receiver through the proxy too: reads are signed and verified the same way.
-    let query = format!("/workspaces/{WS}/api/v1/query?query=up%7Bjob%3D%22sender%22%2Ccluster%3D%22e2e%22%7D");
+    let query = format!(
+        "/workspaces/{WS}/api/v1/query?query=up%7Bjob%3D%22sender%22%2Ccluster%3D%22e2e%22%7D"
+    );
     let deadline = Instant::now() + Duration::from_secs(45);
     let found = loop {
         let resp = proxy.send("GET", &query, &[], b"");
         assert_eq!(resp.status, 200, "{}", resp.text());
-        let result = resp.json()["data"]["result"].as_array().cloned().unwrap_or_default();
+        let result = resp.json()["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if !result.is_empty() {
             break result;
         }
-        assert!(Instant::now() < deadline, "no samples arrived through the proxy within 45 s");
+        assert!(
+            Instant::now() < deadline,
+            "no samples arrived through the proxy within 45 s"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(found[0]["metric"]["__replica__"], "sender-1");
     let log = verifier.requests();
-    let writes = log.iter().filter(|e| e["path"].as_str().unwrap().ends_with("/remote_write")).count();
+    let writes = log
+        .iter()
+        .filter(|e| e["path"].as_str().unwrap().ends_with("/remote_write"))
+        .count();
     assert!(writes >= 1, "no remote_write reached the verifier");
     let unverified: Vec<_> = log.iter().filter(|e| e["verified"] != true).collect();
-    assert!(unverified.is_empty(), "requests failed verification: {unverified:?}");
+    assert!(
+        unverified.is_empty(),
+        "requests failed verification: {unverified:?}"
+    );
 }

@@ -26,12 +26,18 @@ fn vectors_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
     let registry = home.join("registry/src");
     for index in std::fs::read_dir(&registry).unwrap() {
-        let dir = index.unwrap().path().join(format!("aws-sigv4-{version}/aws-signing-test-suite/v4"));
+        let dir = index
+            .unwrap()
+            .path()
+            .join(format!("aws-sigv4-{version}/aws-signing-test-suite/v4"));
         if dir.is_dir() {
             return dir;
         }
     }
-    panic!("aws-sigv4 {version} sources not found under {}", registry.display());
+    panic!(
+        "aws-sigv4 {version} sources not found under {}",
+        registry.display()
+    );
 }
 
 /// `2015-08-30T12:36:00Z` → SystemTime.
@@ -74,23 +80,36 @@ fn parse_request(text: &str) -> Option<Request> {
         let (k, v) = line.split_once(':')?;
         headers.push((k.to_ascii_lowercase(), v.to_owned()));
     }
-    Some(Request { method, path: path.to_owned(), query: query.to_owned(), headers, body: body.as_bytes().to_vec() })
+    Some(Request {
+        method,
+        path: path.to_owned(),
+        query: query.to_owned(),
+        headers,
+        body: body.as_bytes().to_vec(),
+    })
 }
 
 #[test]
 fn aws_sigv4_test_suite_signatures_match() {
     let (mut signed, mut refused) = (Vec::new(), Vec::new());
-    let mut entries: Vec<_> = std::fs::read_dir(vectors_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(vectors_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for dir in entries {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         if !dir.join("context.json").exists() {
             continue; // the older-format vectors carry no signing context
         }
-        let Some(request) = parse_request(&std::fs::read_to_string(dir.join("request.txt")).unwrap()) else {
+        let Some(request) =
+            parse_request(&std::fs::read_to_string(dir.join("request.txt")).unwrap())
+        else {
             continue;
         };
-        let context: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("context.json")).unwrap()).unwrap();
+        let context: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("context.json")).unwrap())
+                .unwrap();
         if context["normalize"] == false {
             continue; // S3-style unnormalised paths: the proxy never signs those for AMP
         }
@@ -123,21 +142,53 @@ fn aws_sigv4_test_suite_signatures_match() {
         };
         // Every header of the vector is signed: which headers the proxy signs is its own
         // policy, tested in forward.rs; here the signing of what is chosen is checked.
-        let headers = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let headers = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
         let added = signer
-            .sign(&request.method, &uri, headers, Payload::Bytes(&request.body), &credentials, parse_time(context["timestamp"].as_str().unwrap()))
+            .sign(
+                &request.method,
+                &uri,
+                headers,
+                Payload::Bytes(&request.body),
+                &credentials,
+                parse_time(context["timestamp"].as_str().unwrap()),
+            )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let auth = added.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).unwrap().1.clone();
+        let auth = added
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .unwrap()
+            .1
+            .clone();
         let signature = auth.rsplit("Signature=").next().unwrap();
         let want = std::fs::read_to_string(dir.join("header-signature.txt")).unwrap();
         assert_eq!(signature, want.trim(), "{name}: signature differs");
         signed.push(name);
     }
-    assert!(signed.len() >= 20, "only {} vectors signed: {signed:?}", signed.len());
-    for must in ["get-vanilla-query-order-encoded", "get-vanilla-utf8-query", "get-vanilla-with-session-token", "post-x-www-form-urlencoded"] {
+    assert!(
+        signed.len() >= 20,
+        "only {} vectors signed: {signed:?}",
+        signed.len()
+    );
+    for must in [
+        "get-vanilla-query-order-encoded",
+        "get-vanilla-utf8-query",
+        "get-vanilla-with-session-token",
+        "post-x-www-form-urlencoded",
+    ] {
         assert!(signed.iter().any(|s| s == must), "{must} was not exercised");
     }
-    for must in ["get-relative-normalized", "get-slash-dot-slash-normalized", "get-space-normalized", "get-utf8"] {
-        assert!(refused.iter().any(|s| s == must), "{must} should be refused before signing");
+    for must in [
+        "get-relative-normalized",
+        "get-slash-dot-slash-normalized",
+        "get-space-normalized",
+        "get-utf8",
+    ] {
+        assert!(
+            refused.iter().any(|s| s == must),
+            "{must} should be refused before signing"
+        );
     }
 }

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""scripts/bench proxy: remote_write-shaped POSTs through `moninit proxy` to a local nginx
+sink (204), beside the same load sent straight to the sink, in one run.
+
+For each body size (64 KiB, 1 MiB) and connection count (16, 256) it runs wrk for
+BENCH_SECONDS (default 10) against the sink directly and through the proxy, and reports
+requests/s, p50/p99 latency, the proxy's CPU time per request (utime+stime from /proc),
+and its peak RSS. It also reports the proxy's idle RSS and, for the bound, the SHA-256 time
+of each body size measured in this process with OpenSSL (hashlib).
+"""
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MONINIT = sys.argv[1]
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+WS = "ws-0b1c2d3e-aaaa-bbbb-cccc-123456789012"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listening on {port}")
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def status_kib(pid, key):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+    return 0
+
+
+def wrk(url, script, conns):
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{SECONDS}s", "--latency", "-s", script, url],
+                         capture_output=True, text=True, check=True).stdout
+    def dur(label):
+        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v if unit == "ms" else v * 1000
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": dur("50%"), "p99": dur("99%"), "requests": total,
+            "non2xx": int(non2xx.group(1)) if non2xx else 0, "errors": errors.group(1) if errors else ""}
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="moninit-bench-proxy-")
+    sink_port, proxy_port = free_port(), free_port()
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body;
+  client_max_body_size 4m;
+  client_body_buffer_size 4m;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{sink_port};
+    location / {{ return 204; }}
+  }}
+}}
+""")
+    sink = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"])
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench-secret",
+               AWS_EC2_METADATA_DISABLED="true", RUST_LOG="warn")
+    proxy = subprocess.Popen([MONINIT, "proxy", "--region", "us-east-1", "--upstream-url-scheme", "http",
+                              "--host", f"127.0.0.1:{sink_port}", "--port", f"127.0.0.1:{proxy_port}"], env=env)
+    try:
+        wait_port(sink_port)
+        wait_port(proxy_port)
+        time.sleep(0.5)
+        idle_rss = status_kib(proxy.pid, "VmRSS:")
+        print(f"proxy idle RSS: {idle_rss / 1024:.1f} MiB   (wrk -t2, {SECONDS} s per run, 2 cores shared by wrk, proxy and sink)")
+        print(f"{'body':>6} {'conns':>5} {'path':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU/req':>14} {'2*sha+30us':>11} {'non2xx':>6}")
+        for size in (64 * 1024, 1024 * 1024):
+            body = os.urandom(size)
+            t = time.perf_counter()
+            n = 200 if size > 100000 else 2000
+            for _ in range(n):
+                hashlib.sha256(body).hexdigest()
+            sha_us = (time.perf_counter() - t) / n * 1e6
+            body_file = os.path.join(work, f"body-{size}")
+            with open(body_file, "wb") as f:
+                f.write(body)
+            script = os.path.join(work, f"post-{size}.lua")
+            with open(script, "w") as f:
+                f.write(f"""local f = io.open("{body_file}", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/x-protobuf"
+wrk.headers["Content-Encoding"] = "snappy"
+wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
+""")
+            path = f"/workspaces/{WS}/api/v1/remote_write"
+            for conns in (16, 256):
+                direct = wrk(f"http://127.0.0.1:{sink_port}{path}", script, conns)
+                before = cpu_seconds(proxy.pid)
+                through = wrk(f"http://127.0.0.1:{proxy_port}{path}", script, conns)
+                cpu_us = (cpu_seconds(proxy.pid) - before) / max(through["requests"], 1) * 1e6
+                label = f"{size // 1024}KiB" if size < 1048576 else "1MiB"
+                print(f"{label:>6} {conns:>5} {'direct':>7} {direct['rps']:>9.0f} {direct['p50']:>8.2f} {direct['p99']:>8.2f} {'':>14} {'':>11} {direct['non2xx']:>6}")
+                print(f"{'':>6} {'':>5} {'proxy':>7} {through['rps']:>9.0f} {through['p50']:>8.2f} {through['p99']:>8.2f} {cpu_us:>11.0f} us {2 * sha_us + 30:>8.0f} us {through['non2xx']:>6}"
+                      + (f"  socket errors: {through['errors']}" if through["errors"] else ""))
+        print(f"proxy peak RSS under load: {status_kib(proxy.pid, 'VmHWM:') / 1024:.1f} MiB")
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(timeout=15)
+        sink.send_signal(signal.SIGQUIT)
+        sink.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
