@@ -32,6 +32,7 @@ fn bench(c: &mut Criterion) {
         sources: &sources,
         amp_endpoint: "https://aps-workspaces.us-east-1.amazonaws.com",
         proxy_port: 8005,
+        admin_port: 8006,
         prometheus: &prom,
         grafana: &graf,
         grafana_version: 12,

@@ -18,6 +18,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job: render, then start and supervise the proxy, Prometheus and Grafana.
+    Run(RunArgs),
     /// Fetch the inputs, render, validate and install every file under --out.
     Render(RenderArgs),
     /// Fetch the inputs, render and validate; write nothing.
@@ -88,6 +90,16 @@ pub struct ConfigArg {
     /// The agent config file.
     #[arg(long, short = 'c', env = "MONINIT_CONFIG", value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
     pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Move every path moninit writes (rendered config, Prometheus WAL, Grafana data) under
+    /// DIR, so it runs unprivileged anywhere.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::render::{self, Identity};
 use crate::source::{self, imds, Params, SourceUrl};
-use crate::{layout, proxy};
+use crate::{admin, layout, proxy, supervise};
 
 /// Where the config is read from when neither `--config` nor `MONINIT_CONFIG` says.
 pub const DEFAULT_PATH: &str = "/etc/moninit/moninit.yaml";
@@ -52,6 +52,12 @@ pub struct Config {
     /// The embedded signing proxy.
     #[serde(default)]
     pub proxy: proxy::Config,
+    /// The loopback admin endpoint.
+    #[serde(default)]
+    pub admin: admin::Config,
+    /// Restart and stop policy for the children.
+    #[serde(default)]
+    pub supervise: supervise::Config,
 }
 
 fn auto() -> String {
@@ -119,6 +125,10 @@ impl Config {
         self.prometheus.validate()?;
         self.grafana.validate()?;
         self.proxy.validate()?;
+        self.supervise.validate()?;
+        if self.admin.port == 0 || self.admin.port == self.proxy.port {
+            return Err("admin.port: must be a fixed port, different from proxy.port".into());
+        }
         Ok(())
     }
 

@@ -57,6 +57,16 @@ impl Layout {
         }
     }
 
+    /// Every default path moved under `root` (`moninit run --root DIR`), so moninit runs
+    /// unprivileged anywhere: `/etc/moninit/rendered` becomes `DIR/etc/moninit/rendered`.
+    pub fn rooted(config: &Config, root: &Path) -> Self {
+        let under = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+        Layout {
+            config_dir: under(&config.config_dir),
+            state_dir: under(&config.state_dir),
+        }
+    }
+
     /// The same layout with the rendered files under `dir` (as `moninit render --out DIR`).
     pub fn with_config_dir(&self, dir: &Path) -> Self {
         Layout {

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
                 moninit::app::render(&args.config.config, args.out, args.diff).await
             }
             Command::Check(args) => moninit::app::check(&args.config).await,
+            Command::Run(args) => moninit::app::run(&args.config.config, args.root).await,
             Command::Proxy(args) => moninit::proxy::standalone::run(&args)
                 .await
                 .map_err(Into::into),

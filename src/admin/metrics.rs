@@ -136,6 +136,100 @@ impl Default for Proxy {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChildLabel {
+    pub child: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+/// The agent's own metrics: children and boot phases.
+#[derive(Clone, Default)]
+pub struct Supervisor {
+    up: Family<ChildLabel, Gauge>,
+    restarts: Family<ChildLabel, Counter>,
+    last_exit_code: Family<ChildLabel, Gauge>,
+    last_exit_signal: Family<ChildLabel, Gauge>,
+    phase_seconds: Family<PhaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    renders: Counter,
+    render_failures: Counter,
+}
+
+impl Supervisor {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("moninit");
+        r.register(
+            "child_up",
+            "1 when the child is running and ready",
+            self.up.clone(),
+        );
+        r.register(
+            "child_restarts",
+            "Restarts after a crash or failed readiness",
+            self.restarts.clone(),
+        );
+        r.register(
+            "child_last_exit_code",
+            "Exit code of the child's last exit (-1: killed by a signal)",
+            self.last_exit_code.clone(),
+        );
+        r.register(
+            "child_last_exit_signal",
+            "Signal that ended the child's last run (0: none)",
+            self.last_exit_signal.clone(),
+        );
+        r.register(
+            "boot_phase_seconds",
+            "Duration of each boot phase",
+            self.phase_seconds.clone(),
+        );
+        r.register(
+            "renders",
+            "Completed fetch-render-validate-install runs",
+            self.renders.clone(),
+        );
+        r.register(
+            "render_failures",
+            "Failed fetch-render-validate-install runs",
+            self.render_failures.clone(),
+        );
+    }
+
+    pub fn child_up(&self, child: &'static str, up: bool) {
+        self.up.get_or_create(&ChildLabel { child }).set(up as i64);
+    }
+
+    pub fn restarted(&self, child: &'static str) {
+        self.restarts.get_or_create(&ChildLabel { child }).inc();
+    }
+
+    pub fn exited(&self, child: &'static str, code: Option<i32>, signal: Option<i32>) {
+        self.last_exit_code
+            .get_or_create(&ChildLabel { child })
+            .set(code.map_or(-1, i64::from));
+        self.last_exit_signal
+            .get_or_create(&ChildLabel { child })
+            .set(signal.map_or(0, i64::from));
+    }
+
+    pub fn phase(&self, phase: &'static str, elapsed: Duration) {
+        self.phase_seconds
+            .get_or_create(&PhaseLabel { phase })
+            .set(elapsed.as_secs_f64());
+    }
+
+    pub fn rendered(&self, ok: bool) {
+        if ok {
+            self.renders.inc();
+        } else {
+            self.render_failures.inc();
+        }
+    }
+}
+
 pub struct InFlight(Gauge);
 
 impl Drop for InFlight {

@@ -1,4 +1,5 @@
-//! A minimal loopback HTTP server for `/metrics` and `/healthz`.
+//! A minimal loopback HTTP server for `/metrics`, `/healthz` (moninit alive) and `/readyz`
+//! (boot finished and every child ready).
 
 use std::sync::Arc;
 
@@ -12,19 +13,28 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics;
+use crate::supervise::Readiness;
 
 /// Serves until `shutdown` fires. The listener is bound by the caller, so a port already
-/// taken fails before anything else starts.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
+/// taken fails before anything else starts. `/readyz` answers 200 only when `readiness`
+/// (if any) says every child is ready.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    readiness: Option<Arc<Readiness>>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
             _ = shutdown.cancelled() => return,
         };
         let registry = registry.clone();
+        let readiness = readiness.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let registry = registry.clone();
+                let readiness = readiness.clone();
                 async move {
                     let resp = match req.uri().path() {
                         "/metrics" => Response::builder()
@@ -36,6 +46,17 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: Can
                         "/healthz" => {
                             Response::builder().body(Full::new(Bytes::from_static(b"ok\n")))
                         }
+                        "/readyz" => match readiness.as_ref().map_or(Ok(()), |r| r.check()) {
+                            Ok(()) => {
+                                Response::builder().body(Full::new(Bytes::from_static(b"ready\n")))
+                            }
+                            Err(waiting) => Response::builder()
+                                .status(StatusCode::SERVICE_UNAVAILABLE)
+                                .body(Full::new(Bytes::from(format!(
+                                    "not ready: {}\n",
+                                    waiting.join(", ")
+                                )))),
+                        },
                         _ => Response::builder()
                             .status(StatusCode::NOT_FOUND)
                             .body(Full::new(Bytes::new())),

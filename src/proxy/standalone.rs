@@ -116,6 +116,7 @@ pub async fn run(args: &ProxyArgs) -> Result<(), super::server::Error> {
         tokio::spawn(crate::admin::serve(
             listener,
             Arc::new(registry),
+            None,
             shutdown.clone(),
         ));
     }

@@ -20,10 +20,29 @@ pub enum DatasourceMode {
     Proxy,
 }
 
+/// Whether moninit runs Grafana.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Enabled {
+    /// Run it when its binary is found; otherwise say so and go on.
+    #[default]
+    Auto,
+    /// Run it; its absence is an error.
+    True,
+    /// Never run it (files are still rendered).
+    False,
+}
+
 /// The `grafana:` section.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `auto` (default), `true` or `false`.
+    pub enabled: Enabled,
+    /// Grafana's home (static files, default config): `--homepath`.
+    pub homepath: PathBuf,
+    /// Extra command-line flags for Grafana.
+    pub extra_args: Vec<String>,
     /// Grafana's major version, which picks the data source type; unset = detected from the
     /// binary, or [`Config::ASSUMED_VERSION`] when there is none.
     pub version: Option<u32>,
@@ -48,6 +67,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            enabled: Enabled::Auto,
+            homepath: PathBuf::from("/usr/share/grafana"),
+            extra_args: Vec::new(),
             version: None,
             binary: None,
             datasource: DatasourceMode::Native,

@@ -42,6 +42,7 @@ pub struct Settings<'a> {
     pub sources: &'a [SourceUrl],
     pub amp_endpoint: &'a str,
     pub proxy_port: u16,
+    pub admin_port: u16,
     pub prometheus: &'a prometheus::Config,
     pub grafana: &'a grafana::Config,
     /// Grafana's major version, already resolved (config, binary, or assumed).
@@ -164,8 +165,14 @@ fn context(
             "workspace_url": format!("{proxy_url}{workspace_path}"),
             "remote_write_url": format!("{proxy_url}{workspace_path}api/v1/remote_write"),
         },
+        "admin": {
+            "port": s.admin_port,
+            "url": format!("http://127.0.0.1:{}", s.admin_port),
+        },
         "prometheus": {
             "mode": s.prometheus.mode,
+            "listen": s.prometheus.listen,
+            "scrape_moninit": s.prometheus.scrape_moninit,
             "scrape_interval": s.prometheus.scrape_interval,
             "scrape_timeout": s.prometheus.scrape_timeout,
             "evaluation_interval": s.prometheus.evaluation_interval,

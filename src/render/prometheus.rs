@@ -59,6 +59,14 @@ pub struct Config {
     pub external_labels: BTreeMap<String, String>,
     /// remote_write queue tuning.
     pub queue: Queue,
+    /// `--web.listen-address` (loopback: Prometheus' UI and API are not for the network).
+    pub listen: String,
+    /// `--storage.remote.flush-deadline`: how long a stopping Prometheus keeps flushing.
+    pub flush_deadline: String,
+    /// Scrape moninit's own `/metrics` (job `moninit`).
+    pub scrape_moninit: bool,
+    /// Extra command-line flags for Prometheus.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for Config {
@@ -72,6 +80,10 @@ impl Default for Config {
             evaluation_interval: "30s".into(),
             external_labels: BTreeMap::new(),
             queue: Queue::default(),
+            listen: "127.0.0.1:9090".into(),
+            flush_deadline: "10s".into(),
+            scrape_moninit: true,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -79,6 +91,12 @@ impl Default for Config {
 impl Config {
     /// Checks that a user can act on, done once at load.
     pub fn validate(&self) -> Result<(), String> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "prometheus.listen: `{}` is not ADDRESS:PORT",
+                self.listen
+            ));
+        }
         for reserved in ["cluster", "__replica__"] {
             if self.external_labels.contains_key(reserved) {
                 return Err(format!(

@@ -45,6 +45,7 @@ fn check(
         sources: &sources,
         amp_endpoint: "https://aps-workspaces.eu-west-1.amazonaws.com",
         proxy_port: 8005,
+        admin_port: 8006,
         prometheus: &prometheus,
         grafana: &grafana,
         grafana_version,

@@ -7,6 +7,7 @@ mod fetch;
 mod golden;
 mod prometheus_e2e;
 mod proxy;
+mod run;
 mod secrets;
 mod sigv4_vectors;
 mod support;

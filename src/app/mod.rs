@@ -11,6 +11,9 @@ use crate::layout::Layout;
 use crate::render::{self, OutputFile};
 use crate::source::{self, imds};
 
+mod run;
+pub use run::run;
+
 /// Why a command failed. [`Error::exit_code`] is the one mapping to exit codes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,11 +29,21 @@ pub enum Error {
     Install(install::Error),
     #[error("{0}")]
     Proxy(#[from] crate::proxy::server::Error),
+    #[error("{0}")]
+    Supervise(#[from] crate::supervise::Error),
+    #[error("{0}")]
+    Programs(#[from] crate::programs::Error),
+    #[error("{path}: {source}")]
+    State {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// Documented in the README: 2 usage (clap), 3 config, 4 fetch, 5 render, 6 validation,
-    /// 7 install, 8 proxy set-up (port taken, non-loopback bind, no credentials chain).
+    /// 7 install, 8 proxy or admin set-up (port taken, non-loopback bind, no credentials
+    /// chain), 9 a child could not be started, made ready or kept running.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 3,
@@ -39,6 +52,7 @@ impl Error {
             Error::Validate(_) => 6,
             Error::Install(_) => 7,
             Error::Proxy(_) => 8,
+            Error::Supervise(_) | Error::Programs(_) | Error::State { .. } => 9,
         }
     }
 }
@@ -47,6 +61,10 @@ impl Error {
 pub struct Prepared {
     pub files: Vec<OutputFile>,
     pub layout: Layout,
+    pub identity: render::Identity,
+    pub amp_endpoint: String,
+    /// (phase, duration) for fetch, render and validate.
+    pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Fetches, renders and validates for `layout`; writes nothing.
@@ -76,6 +94,7 @@ pub async fn prepare(config: &Config, layout: Layout) -> Result<Prepared, Error>
         sources: &config.sources,
         amp_endpoint: &amp_endpoint,
         proxy_port: config.proxy.port,
+        admin_port: config.admin.port,
         prometheus: &config.prometheus,
         grafana: &config.grafana,
         grafana_version,
@@ -91,13 +110,24 @@ pub async fn prepare(config: &Config, layout: Layout) -> Result<Prepared, Error>
     validate::validate(&files, &options)
         .await
         .map_err(Error::Validate)?;
+    let phases = vec![
+        ("fetch", fetched.duration_since(started)),
+        ("render", rendered.duration_since(fetched)),
+        ("validate", rendered.elapsed()),
+    ];
     tracing::info!(
         files = files.len(),
         render_ms = rendered.duration_since(fetched).as_millis() as u64,
         validate_ms = rendered.elapsed().as_millis() as u64,
         "rendered and validated"
     );
-    Ok(Prepared { files, layout })
+    Ok(Prepared {
+        files,
+        layout,
+        identity,
+        amp_endpoint,
+        phases,
+    })
 }
 
 /// `moninit render`: prepare, then install under `out` (or show the diff).
@@ -149,10 +179,9 @@ fn detect_grafana_version() -> u32 {
         let Some(path) = validate::find_program(Path::new(program)) else {
             continue;
         };
-        let Ok(out) = std::process::Command::new(&path).arg("--version").output() else {
+        let Some(text) = crate::programs::version_output(&path) else {
             continue;
         };
-        let text = String::from_utf8_lossy(&out.stdout);
         if let Some(major) = parse_grafana_version(&text) {
             return major;
         }

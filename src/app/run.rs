@@ -1,0 +1,339 @@
+//! `moninit run`: the main job. Boot order and shutdown order are written down here, once.
+//!
+//! Boot: config → admin port bound (a taken port fails at once) → fetch, render, validate,
+//! install → the signing proxy (in-process, bound) → Prometheus (until `/-/ready`) → Grafana
+//! (until `/api/health`, when installed) → `READY=1`. A step that fails stops whatever was
+//! already started, in shutdown order, and moninit exits non-zero.
+//!
+//! Shutdown (SIGTERM/SIGINT, or a child given up on): Grafana, then Prometheus (SIGTERM: it
+//! flushes remote_write through the proxy, which is still running), then the proxy, then the
+//! admin endpoint. Each child past its stop timeout gets SIGKILL to its whole process group.
+//!
+//! SIGHUP: fetch, render, validate and install again; Prometheus reloads through
+//! `/-/reload` when its files changed, Grafana restarts when its files changed. A failed
+//! reload leaves the running configuration (and the installed files) untouched.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use super::{prepare, Error};
+use crate::admin::{self, metrics};
+use crate::config::Config;
+use crate::install;
+use crate::layout::Layout;
+use crate::proxy::{self, Settings};
+use crate::supervise::{self, reaper, Handle, Readiness};
+use crate::{programs, signals};
+
+/// Everything started so far, stopped in the documented order.
+struct Started {
+    grafana: Option<Handle>,
+    prometheus: Option<Handle>,
+    proxy: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    admin: CancellationToken,
+    reaper: CancellationToken,
+}
+
+impl Started {
+    async fn stop(mut self) -> Result<(), Error> {
+        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        let mut first_error = None;
+        for handle in [self.grafana.take(), self.prometheus.take()]
+            .into_iter()
+            .flatten()
+        {
+            tracing::info!(child = handle.name, "stopping");
+            if let Err(e) = handle.stop().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some((token, task)) = self.proxy.take() {
+            tracing::info!("stopping the signing proxy");
+            token.cancel();
+            let _ = task.await;
+        }
+        self.admin.cancel();
+        self.reaper.cancel();
+        // Anything orphaned on the way out.
+        reaper::reap_orphans(&reaper::Managed::default());
+        first_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+fn status(text: &str) {
+    notify(&[NotifyState::Status(text)]);
+}
+
+/// Runs until SIGTERM/SIGINT (exit 0) or until a child is given up on (an error).
+pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error> {
+    let boot = Instant::now();
+    status("loading config");
+    let config = Config::load(config_path)?;
+    let layout = match &root {
+        Some(r) => Layout::rooted(
+            &config.output,
+            &std::path::absolute(r).unwrap_or_else(|_| r.clone()),
+        ),
+        None => Layout::new(&config.output),
+    };
+    reaper::become_subreaper();
+
+    let proxy_metrics = metrics::Proxy::new();
+    let sup_metrics = metrics::Supervisor::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    proxy_metrics.register(&mut registry);
+    sup_metrics.register(&mut registry);
+    let readiness = Arc::new(Readiness::default());
+
+    let admin_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.admin.port);
+    let admin_listener = proxy::server::bind(admin_addr, false).await?;
+    let mut started = Started {
+        grafana: None,
+        prometheus: None,
+        proxy: None,
+        admin: CancellationToken::new(),
+        reaper: CancellationToken::new(),
+    };
+    tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::new(registry),
+        Some(readiness.clone()),
+        started.admin.clone(),
+    ));
+    let managed = reaper::Managed::default();
+    tokio::spawn(reaper::run(managed.clone(), started.reaper.clone()));
+
+    let result = boot_children(
+        &config,
+        &layout,
+        &mut started,
+        &proxy_metrics,
+        &sup_metrics,
+        &readiness,
+        &managed,
+        boot,
+    )
+    .await;
+    let grafana_enabled = match result {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = started.stop().await;
+            return Err(e);
+        }
+    };
+    readiness.booted();
+    sup_metrics.phase("total", boot.elapsed());
+    tracing::info!(
+        boot_ms = boot.elapsed().as_millis() as u64,
+        grafana = grafana_enabled,
+        "ready"
+    );
+    notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+    let watchdog = CancellationToken::new();
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tokio::spawn(watchdog_loop(interval / 2, watchdog.clone()));
+    }
+
+    let outcome = supervise_loop(&config, &layout, &mut started, &sup_metrics).await;
+    watchdog.cancel();
+    let stopped = started.stop().await;
+    outcome.and(stopped)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn boot_children(
+    config: &Config,
+    layout: &Layout,
+    started: &mut Started,
+    proxy_metrics: &metrics::Proxy,
+    sup_metrics: &metrics::Supervisor,
+    readiness: &Arc<Readiness>,
+    managed: &reaper::Managed,
+    boot: Instant,
+) -> Result<bool, Error> {
+    status("fetching and rendering configuration");
+    let prepared = prepare(config, layout.clone())
+        .await
+        .inspect_err(|_| sup_metrics.rendered(false))?;
+    for (phase, took) in &prepared.phases {
+        sup_metrics.phase(phase, *took);
+    }
+    let t = Instant::now();
+    install::install(&layout.config_dir, &prepared.files).map_err(Error::Install)?;
+    sup_metrics.phase("install", t.elapsed());
+    sup_metrics.rendered(true);
+    for dir in ["prometheus", "grafana"] {
+        let path = layout.state(dir);
+        std::fs::create_dir_all(&path).map_err(|source| Error::State {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+
+    status("starting the signing proxy");
+    let t = Instant::now();
+    let settings = Settings::for_amp(
+        &config.proxy,
+        &prepared.amp_endpoint,
+        &prepared.identity.region,
+        &prepared.identity.workspace_id,
+    )
+    .map_err(proxy::server::Error::Setup)?;
+    let upstream = format!(
+        "{}://{}",
+        settings.upstream.scheme, settings.upstream.authority
+    );
+    let proxy = proxy::Proxy::new(settings, false, proxy_metrics.clone()).await?;
+    if let Ok(listen) = proxy.local_addr() {
+        tracing::info!(%listen, %upstream, "signing proxy ready");
+    }
+    let token = CancellationToken::new();
+    started.proxy = Some((token.clone(), tokio::spawn(proxy.serve(token))));
+    readiness.set("proxy", true);
+    sup_metrics.phase("proxy", t.elapsed());
+
+    let shared = supervise::Shared {
+        config: config.supervise.clone(),
+        managed: managed.clone(),
+        readiness: readiness.clone(),
+        metrics: sup_metrics.clone(),
+    };
+    status("starting prometheus");
+    let t = Instant::now();
+    let spec = programs::prometheus(&config.prometheus, layout)?;
+    let handle = started
+        .prometheus
+        .insert(supervise::start(spec, shared.clone()));
+    handle.first_ready().await?;
+    sup_metrics.phase("prometheus", t.elapsed());
+
+    let Some(binary) = programs::grafana_binary(&config.grafana)? else {
+        tracing::info!("Grafana is not installed (grafana.enabled: auto): skipping it; its files are rendered for when it is");
+        return Ok(false);
+    };
+    status("starting grafana");
+    let t = Instant::now();
+    let handle = started.grafana.insert(supervise::start(
+        programs::grafana(&config.grafana, layout, binary),
+        shared,
+    ));
+    handle.first_ready().await?;
+    sup_metrics.phase("grafana", t.elapsed());
+    tracing::debug!(
+        elapsed_ms = boot.elapsed().as_millis() as u64,
+        "children ready"
+    );
+    Ok(true)
+}
+
+/// Waits for a stop signal, a reload signal, or a child given up on.
+async fn supervise_loop(
+    config: &Config,
+    layout: &Layout,
+    started: &mut Started,
+    sup_metrics: &metrics::Supervisor,
+) -> Result<(), Error> {
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::State {
+        path: "SIGHUP handler".into(),
+        source: e,
+    })?;
+    loop {
+        tokio::select! {
+            _ = signals::terminated() => {
+                tracing::info!("stop requested");
+                return Ok(());
+            }
+            _ = hup.recv() => reload(config, layout, started, sup_metrics).await,
+            r = ended(&mut started.prometheus) => return r,
+            r = ended(&mut started.grafana) => return r,
+        }
+    }
+}
+
+/// Resolves when the child's supervisor ends on its own (it gave up); never for `None`.
+async fn ended(handle: &mut Option<Handle>) -> Result<(), Error> {
+    match handle {
+        Some(h) => h.ended().await.map_err(Into::into),
+        None => std::future::pending().await,
+    }
+}
+
+async fn reload(
+    config: &Config,
+    layout: &Layout,
+    started: &mut Started,
+    sup_metrics: &metrics::Supervisor,
+) {
+    status("reloading configuration");
+    tracing::info!("SIGHUP: fetching and rendering again");
+    let outcome = async {
+        let prepared = prepare(config, layout.clone()).await?;
+        install::install(&layout.config_dir, &prepared.files).map_err(Error::Install)
+    }
+    .await;
+    match outcome {
+        Err(e) => {
+            sup_metrics.rendered(false);
+            tracing::error!(
+                "reload failed, running configuration kept: {}",
+                crate::secret::mask(&e.to_string())
+            );
+        }
+        Ok(outcome) => {
+            sup_metrics.rendered(true);
+            let changed: Vec<PathBuf> = outcome
+                .report
+                .written
+                .iter()
+                .chain(&outcome.removed)
+                .cloned()
+                .collect();
+            let touches = |dir: &str| {
+                changed
+                    .iter()
+                    .any(|p| p.starts_with(layout.config_dir.join(dir)))
+            };
+            tracing::info!(changed = changed.len(), "reload installed");
+            if touches("prometheus") {
+                let addr: Option<SocketAddr> = config.prometheus.listen.parse().ok();
+                let ok = match addr {
+                    Some(a) => supervise::child::http_post_ok(a, "/-/reload").await,
+                    None => false,
+                };
+                if ok {
+                    tracing::info!("prometheus reloaded its configuration");
+                } else if let Some(h) = &started.prometheus {
+                    tracing::warn!("prometheus /-/reload failed; restarting it");
+                    h.restart();
+                }
+            }
+            if touches("grafana") {
+                if let Some(h) = &started.grafana {
+                    h.restart();
+                }
+            }
+        }
+    }
+    status("running");
+}
+
+async fn watchdog_loop(every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => notify(&[NotifyState::Watchdog]),
+            _ = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! One child process at runtime: spawn it in its own process group with its output captured
+//! line by line into moninit's log, probe its readiness, stop it (SIGTERM to the group, then
+//! SIGKILL to the group after the stop timeout), and never leave a zombie.
+//!
+//! `NOTIFY_SOCKET` is removed from the child's environment: Grafana (and any sd_notify-aware
+//! program) would otherwise tell systemd "ready" before moninit has checked everything.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// What to run and how to tell it is ready.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub name: &'static str,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// `GET http://ADDR/PATH` answering 200 means ready; `None`: ready once started.
+    pub ready: Option<(SocketAddr, String)>,
+}
+
+/// A started child.
+pub struct Running {
+    pub child: Child,
+    pub pid: i32,
+    pub started: Instant,
+}
+
+/// Starts `spec` in a new process group, forwarding its output to the log.
+pub fn spawn(spec: &Spec) -> std::io::Result<Running> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = cmd.spawn()?;
+    let pid = child.id().map(|p| p as i32).unwrap_or(0);
+    let name = spec.name;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward_lines(name, "stdout", out));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward_lines(name, "stderr", err));
+    }
+    tracing::info!(child = name, pid, program = %spec.program.display(), "started");
+    Ok(Running {
+        child,
+        pid,
+        started: Instant::now(),
+    })
+}
+
+async fn forward_lines(
+    name: &'static str,
+    stream: &'static str,
+    reader: impl tokio::io::AsyncRead + Unpin,
+) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "moninit::child", child = name, stream, "{line}");
+    }
+}
+
+/// Waits until `spec`'s readiness check passes, the child exits, or `timeout` passes.
+pub async fn wait_ready(
+    spec: &Spec,
+    running: &mut Running,
+    timeout: Duration,
+) -> Result<(), String> {
+    let Some((addr, path)) = &spec.ready else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = running.child.try_wait() {
+            return Err(format!(
+                "exited before becoming ready ({})",
+                describe(status)
+            ));
+        }
+        if http_ok(*addr, path).await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "not ready at http://{addr}{path} within {} s",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `GET http://addr/path` answers 200 within a second.
+pub async fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    http_status_ok(addr, "GET", path, Duration::from_secs(1)).await
+}
+
+/// Whether `POST http://addr/path` (empty body) answers 200 within 10 seconds.
+pub async fn http_post_ok(addr: SocketAddr, path: &str) -> bool {
+    http_status_ok(addr, "POST", path, Duration::from_secs(10)).await
+}
+
+async fn http_status_ok(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> bool {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(&head[9..12] == b"200")
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Sends SIGTERM to the child's process group, waits up to `timeout`, then SIGKILLs the
+/// group. Returns the child's exit status (it is always reaped).
+pub async fn stop(name: &str, running: &mut Running, timeout: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = running.child.try_wait() {
+        kill_group(running.pid, Signal::SIGKILL);
+        return Some(status);
+    }
+    kill_group(running.pid, Signal::SIGTERM);
+    match tokio::time::timeout(timeout, running.child.wait()).await {
+        Ok(status) => {
+            // Anything the child left in its group goes too.
+            kill_group(running.pid, Signal::SIGKILL);
+            let status = status.ok();
+            tracing::info!(child = name, status = %status.map(describe).unwrap_or_default(), "stopped");
+            status
+        }
+        Err(_) => {
+            tracing::warn!(
+                child = name,
+                timeout_s = timeout.as_secs(),
+                "did not stop after SIGTERM; killing its process group"
+            );
+            kill_group(running.pid, Signal::SIGKILL);
+            running.child.wait().await.ok()
+        }
+    }
+}
+
+fn kill_group(pid: i32, signal: Signal) {
+    if pid > 0 {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// `exit code 3` / `signal 9 (SIGKILL)`.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("signal {sig} ({})", s.as_str()),
+            Err(_) => format!("signal {sig}"),
+        },
+        _ => "unknown status".into(),
+    }
+}

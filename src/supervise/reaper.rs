@@ -1,0 +1,109 @@
+//! moninit as a child subreaper: processes orphaned below it (a child's daemonised helper,
+//! a grandchild whose parent died) are re-parented to moninit instead of PID 1, and reaped
+//! here so they never linger as zombies.
+//!
+//! Reaping must not steal the exit status of moninit's own children, which tokio waits for by
+//! PID. So this never calls `waitpid(-1)`: it lists moninit's zombie children in /proc and
+//! reaps, by PID, only those that are not in the managed set.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
+
+/// PIDs of the children moninit itself manages (and tokio reaps).
+#[derive(Clone, Default)]
+pub struct Managed(Arc<Mutex<HashSet<i32>>>);
+
+impl Managed {
+    pub fn add(&self, pid: i32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+    }
+
+    pub fn remove(&self, pid: i32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+    }
+
+    fn contains(&self, pid: i32) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&pid)
+    }
+}
+
+/// Makes this process a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`).
+pub fn become_subreaper() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(error = %e, "could not become a child subreaper; orphans will go to PID 1");
+    }
+}
+
+/// Reaps orphaned zombies on every SIGCHLD (and every few seconds) until `shutdown`.
+pub async fn run(managed: Managed, shutdown: CancellationToken) {
+    let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGCHLD handler; orphans are reaped every 5 s only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = sigchld.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        // Give tokio the first chance at its own children.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reap_orphans(&managed);
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Reaps every zombie child of this process that is not managed. Returns how many.
+pub fn reap_orphans(managed: &Managed) -> usize {
+    let me = std::process::id() as i32;
+    let mut reaped = 0;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (
+            fields.next(),
+            fields.next().and_then(|p| p.parse::<i32>().ok()),
+        );
+        if state == Some("Z")
+            && ppid == Some(me)
+            && !managed.contains(pid)
+            && waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok()
+        {
+            tracing::debug!(pid, "reaped an orphaned process");
+            reaped += 1;
+        }
+    }
+    reaped
+}

@@ -1,0 +1,538 @@
+//! `moninit run` end to end: boot order, supervision, shutdown, boot failures.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::prometheus_e2e::prometheus;
+use crate::proxy::Verifier;
+use crate::support::http;
+use crate::support::process::{self, Owned};
+use crate::support::{self, Moto, Seed};
+
+/// Ports and paths of one agent under test.
+pub struct Agent {
+    pub process: Owned,
+    pub admin: SocketAddr,
+    pub root: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// What the agent's config should say beyond the defaults.
+pub struct Setup<'a> {
+    pub sources: String,
+    pub amp_endpoint: String,
+    pub prometheus_binary: Option<PathBuf>,
+    pub grafana_binary: Option<PathBuf>,
+    pub extra: &'a str,
+    pub env: Vec<(String, String)>,
+    pub proxy_port: Option<u16>,
+}
+
+impl<'a> Setup<'a> {
+    pub fn local() -> Self {
+        Setup {
+            sources: format!("  - file://{}/\n", support::examples().display()),
+            amp_endpoint: format!("http://127.0.0.1:{}", process::free_port()),
+            prometheus_binary: None,
+            grafana_binary: None,
+            extra: "",
+            env: Vec::new(),
+            proxy_port: None,
+        }
+    }
+}
+
+/// An executable `NAME` in `dir` that runs a tests/support Python script with the venv.
+pub fn wrapper(dir: &Path, name: &str, script: &str, env: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let text = format!(
+        "#!/bin/sh\n{env}exec {} {} \"$@\"\n",
+        support::python().display(),
+        support::repo().join("tests/support").join(script).display()
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+impl Agent {
+    pub fn start(setup: Setup<'_>) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let (admin_port, prom_port, grafana_port) = (
+            process::free_port(),
+            process::free_port(),
+            process::free_port(),
+        );
+        let proxy_port = setup.proxy_port.unwrap_or_else(process::free_port);
+        let grafana = match &setup.grafana_binary {
+            Some(b) => format!(
+                "grafana:\n  enabled: true\n  binary: {}\n  http_port: {grafana_port}\n",
+                b.display()
+            ),
+            None => "grafana:\n  enabled: false\n".into(),
+        };
+        let prometheus_binary = setup
+            .prometheus_binary
+            .as_ref()
+            .map(|b| format!("  binary: {}\n", b.display()))
+            .unwrap_or_default();
+        let yaml = format!(
+            "region: us-east-1\nsources:\n{}amp_endpoint: {}\ncluster: test\nreplica: r1\n\
+             prometheus:\n  listen: 127.0.0.1:{prom_port}\n  flush_deadline: 2s\n  scrape_interval: 1s\n  scrape_timeout: 1s\n{prometheus_binary}\
+             {grafana}proxy:\n  port: {proxy_port}\nadmin:\n  port: {admin_port}\n{}",
+            setup.sources, setup.amp_endpoint, setup.extra
+        );
+        let config = support::write_config(dir.path(), &yaml);
+        let log = dir.path().join("moninit.log");
+        let mut cmd = support::moninit(None);
+        cmd.env("RUST_LOG", "info")
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--root")
+            .arg(&root);
+        for (k, v) in &setup.env {
+            cmd.env(k, v);
+        }
+        let process = process::spawn(cmd, Some(log.clone()));
+        Agent {
+            process,
+            admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+            root,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if http::get(self.admin, "/readyz").is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            if let Ok(Some(status)) = self.process.child.try_wait() {
+                panic!(
+                    "moninit exited ({status}) before ready:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moninit not ready within {timeout:?}:\n{}", self.log_text());
+    }
+
+    pub fn metrics(&self) -> String {
+        http::get(self.admin, "/metrics")
+            .map(|r| r.text())
+            .unwrap_or_default()
+    }
+
+    /// PIDs of live processes whose command line mentions the agent's root, other than moninit.
+    pub fn leftovers(&self) -> Vec<String> {
+        leftovers(&self.root)
+    }
+
+    /// The PID of moninit's child whose command line contains `needle`.
+    pub fn child_pid(&self, needle: &str) -> Option<i32> {
+        children(self.process.pid() as i32)
+            .into_iter()
+            .find(|(_, cmd, _)| cmd.contains(needle))
+            .map(|(p, _, _)| p)
+    }
+}
+
+/// (pid, command line, state) of the children of `parent`.
+pub fn children(parent: i32) -> Vec<(i32, String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push((
+                pid,
+                String::from_utf8_lossy(&cmd).replace('\0', " "),
+                f[0].to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+pub fn leftovers(root: &Path) -> Vec<String> {
+    let needle = root.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(
+            &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+        )
+        .replace('\0', " ");
+        if cmd.contains(&needle) && !cmd.contains(" run --config") {
+            out.push(format!("{pid} {cmd}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn boots_in_order_ships_signed_samples_and_stops_in_reverse_order() {
+    let seed = Seed::examples();
+    let moto = Moto::start(&seed);
+    let dir = tempfile::tempdir().unwrap();
+    let (_receiver, receiver) = prometheus(
+        dir.path(),
+        "receiver",
+        "global: {}\n",
+        &[
+            "--web.enable-remote-write-receiver",
+            &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+        ],
+    );
+    let verifier = Verifier::start(&["--upstream", &format!("http://{receiver}")]);
+    let grafana = wrapper(dir.path(), "grafana", "grafana_stand_in.py", "");
+    let mut agent = Agent::start(Setup {
+        sources: format!(
+            "  - s3://{}/{}\n  - ssm:{}\n",
+            seed.bucket, seed.prefix, seed.ssm_path
+        ),
+        amp_endpoint: format!("http://{}", verifier.addr),
+        grafana_binary: Some(grafana),
+        env: vec![
+            ("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), "AKIDMONINITTEST".into()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                "moninit-test-secret-key-0123456789abcdef".into(),
+            ),
+        ],
+        ..Setup::local()
+    });
+    agent.wait_ready(Duration::from_secs(60));
+    let log = agent.log_text();
+    let order: Vec<usize> = [
+        "fetched inputs",
+        "signing proxy",
+        "child=\"prometheus\"",
+        "grafana stand-in: serving",
+        "moninit::app::run: ready",
+    ]
+    .iter()
+    .map(|needle| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("{needle} not in log:\n{log}"))
+    })
+    .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "boot out of order: {order:?}\n{log}"
+    );
+    assert!(agent
+        .metrics()
+        .contains("moninit_child_up{child=\"grafana\"} 1"));
+
+    // Samples arrive at the AMP stand-in, signed and verified.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = http::get(
+            receiver,
+            "/api/v1/query?query=up%7Bcluster%3D%22test%22%2Cjob%3D%22moninit%22%7D",
+        )
+        .unwrap();
+        if !r.json()["data"]["result"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no samples arrived:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // SIGTERM: Grafana, then Prometheus (flushing), then the proxy; exit 0; nothing left.
+    std::thread::sleep(Duration::from_secs(2));
+    let stop_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    agent.process.signal(Signal::SIGTERM);
+    let status = agent
+        .process
+        .wait_timeout(Duration::from_secs(30))
+        .expect("moninit did not exit after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", agent.log_text());
+    let log = agent.log_text();
+    let stops: Vec<usize> = [
+        "grafana stand-in: stopping",
+        "stopped child=\"prometheus\"",
+        "stopping the signing proxy",
+    ]
+    .iter()
+    .map(|needle| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("{needle} not in log:\n{log}"))
+    })
+    .collect();
+    assert!(
+        stops.windows(2).all(|w| w[0] < w[1]),
+        "stop out of order:\n{log}"
+    );
+    assert!(
+        agent.leftovers().is_empty(),
+        "left behind: {:?}",
+        agent.leftovers()
+    );
+    // remote_write was flushed: samples scraped in the last seconds before the stop arrived.
+    let r = http::get(
+        receiver,
+        "/api/v1/query?query=max(timestamp(up%7Bcluster%3D%22test%22%7D))",
+    )
+    .unwrap();
+    let last: f64 = r.json()["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        stop_at - last < 3.0,
+        "last sample {:.1} s before the stop",
+        stop_at - last
+    );
+    assert!(verifier.requests().iter().all(|e| e["verified"] == true));
+}
+
+#[test]
+fn a_killed_prometheus_is_restarted_with_growing_delays() {
+    let mut agent = Agent::start(Setup {
+        extra:
+            "supervise:\n  restart_floor_secs: 0.3\n  restart_ceiling_secs: 5\n  max_failures: 10\n",
+        ..Setup::local()
+    });
+    agent.wait_ready(Duration::from_secs(30));
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let pid = agent.child_pid("prometheus").expect("prometheus running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        let killed = Instant::now();
+        let deadline = killed + Duration::from_secs(20);
+        loop {
+            if agent.child_pid("prometheus").is_some_and(|p| p != pid) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not restarted:\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        delays.push(killed.elapsed());
+        agent.wait_ready(Duration::from_secs(20));
+    }
+    // Floor 0.3 s doubling with up to +100% jitter: [0.3,0.6], [0.6,1.2], [1.2,2.4] s.
+    assert!(delays[2] > delays[0], "delays did not grow: {delays:?}");
+    assert!(
+        delays[0] >= Duration::from_millis(300) && delays[2] >= Duration::from_millis(1200),
+        "{delays:?}"
+    );
+    let metrics = agent.metrics();
+    assert!(
+        metrics.contains("moninit_child_restarts_total{child=\"prometheus\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("moninit_child_last_exit_signal{child=\"prometheus\"} 9"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_child_that_keeps_crashing_makes_moninit_give_up_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = wrapper(
+        dir.path(),
+        "prometheus",
+        "fake_child.py",
+        "FAKE_CHILD=exit-after=0.3,exit-code=3 ",
+    );
+    let mut agent = Agent::start(Setup {
+        prometheus_binary: Some(fake),
+        extra: "supervise:\n  restart_floor_secs: 0.1\n  restart_ceiling_secs: 0.2\n  max_failures: 4\n  failure_window_secs: 60\n",
+        ..Setup::local()
+    });
+    let status = agent
+        .process
+        .wait_timeout(Duration::from_secs(30))
+        .expect("moninit did not give up");
+    assert_eq!(status.code(), Some(9), "{}", agent.log_text());
+    let log = agent.log_text();
+    assert!(
+        log.contains("prometheus: gave up after 4 failures within 60 s (last: exit code 3)"),
+        "{log}"
+    );
+    assert!(agent.leftovers().is_empty(), "{:?}", agent.leftovers());
+}
+
+#[test]
+fn an_orphaned_grandchild_is_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = wrapper(
+        dir.path(),
+        "prometheus",
+        "fake_child.py",
+        "FAKE_CHILD=orphan ",
+    );
+    let mut agent = Agent::start(Setup {
+        prometheus_binary: Some(fake),
+        ..Setup::local()
+    });
+    agent.wait_ready(Duration::from_secs(30));
+    // The grandchild was re-parented to moninit (a subreaper) and exits after 1 s.
+    std::thread::sleep(Duration::from_millis(2500));
+    let kids = children(agent.process.pid() as i32);
+    assert!(
+        kids.iter().all(|(_, _, state)| state != "Z"),
+        "zombies left: {kids:?}"
+    );
+    assert_eq!(
+        kids.len(),
+        1,
+        "only the fake prometheus should remain: {kids:?}"
+    );
+}
+
+#[test]
+fn a_child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = wrapper(
+        dir.path(),
+        "prometheus",
+        "fake_child.py",
+        "FAKE_CHILD=ignore-term ",
+    );
+    let mut agent = Agent::start(Setup {
+        prometheus_binary: Some(fake),
+        extra: "supervise:\n  stop_timeout_secs: 2\n",
+        ..Setup::local()
+    });
+    agent.wait_ready(Duration::from_secs(30));
+    let pid = agent.child_pid("fake_child").unwrap();
+    let started = Instant::now();
+    agent.process.signal(Signal::SIGTERM);
+    let status = agent
+        .process
+        .wait_timeout(Duration::from_secs(20))
+        .expect("moninit did not exit");
+    assert_eq!(status.code(), Some(0));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "stop took {took:?}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the child survived"
+    );
+    assert!(agent
+        .log_text()
+        .contains("did not stop after SIGTERM; killing its process group"));
+}
+
+#[test]
+fn unreachable_s3_fails_boot_at_the_deadline_with_a_clear_error() {
+    let mut agent = Agent::start(Setup {
+        sources: "  - s3://some-bucket/monitoring/\n".into(),
+        extra: "fetch:\n  deadline_secs: 3\n",
+        env: vec![(
+            "AWS_ENDPOINT_URL".into(),
+            format!("http://127.0.0.1:{}", process::free_port()),
+        )],
+        ..Setup::local()
+    });
+    let started = Instant::now();
+    let status = agent
+        .process
+        .wait_timeout(Duration::from_secs(30))
+        .expect("moninit did not give up");
+    assert_eq!(status.code(), Some(4));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up before retrying"
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("boot deadline of 3 s") && log.contains("s3://some-bucket/monitoring/")
+            || log.contains("s3://some-bucket/monitoring/: ListObjectsV2 failed: DispatchFailure"),
+        "{log}"
+    );
+    assert!(agent.leftovers().is_empty());
+}
+
+#[test]
+fn a_child_that_never_becomes_ready_fails_boot_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = wrapper(
+        dir.path(),
+        "prometheus",
+        "fake_child.py",
+        "FAKE_CHILD=never-ready ",
+    );
+    let mut agent = Agent::start(Setup {
+        prometheus_binary: Some(fake),
+        extra: "supervise:\n  ready_timeout_secs: 2\n  stop_timeout_secs: 2\n",
+        ..Setup::local()
+    });
+    let status = agent
+        .process
+        .wait_timeout(Duration::from_secs(30))
+        .expect("moninit did not fail");
+    assert_eq!(status.code(), Some(9));
+    let log = agent.log_text();
+    assert!(
+        log.contains("prometheus: not ready at http://") && log.contains("within 2 s"),
+        "{log}"
+    );
+    assert!(agent.leftovers().is_empty(), "{:?}", agent.leftovers());
+}
+
+#[test]
+fn a_taken_port_fails_boot_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut agent = Agent::start(Setup {
+        proxy_port: Some(port),
+        ..Setup::local()
+    });
+    let status = agent
+        .process
+        .wait_timeout(Duration::from_secs(30))
+        .expect("moninit did not fail");
+    assert_eq!(status.code(), Some(8));
+    let log = agent.log_text();
+    assert!(
+        log.contains(&format!("proxy: cannot listen on 127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(agent.leftovers().is_empty());
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""A stand-in child for supervision tests, accepting Prometheus' and Grafana's flags.
+
+It serves /-/ready and /api/health on the address from --web.listen-address (Prometheus
+style) once started, unless --never-ready. Behaviours, from the FAKE_CHILD environment
+variable (comma-separated): exit-after=SECONDS, exit-code=N, ignore-term, never-ready,
+orphan (double-forks a grandchild that outlives this process by one second).
+Always exits by itself after 300 s.
+"""
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+if "--version" in sys.argv:
+    print("prometheus, version 2.42.0 (fake)")
+    sys.exit(0)
+
+opts = dict(kv.split("=", 1) if "=" in kv else (kv, "1") for kv in os.environ.get("FAKE_CHILD", "").split(",") if kv)
+listen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--web.listen-address=")), "127.0.0.1:0")
+host, port = listen.rsplit(":", 1)
+
+
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+
+if "ignore-term" in opts:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, lambda *a: (print("fake child: SIGTERM", flush=True), os._exit(0)))
+
+if "orphan" in opts:
+    if os.fork() == 0:
+        if os.fork() == 0:
+            time.sleep(1)
+            os._exit(0)
+        os._exit(0)
+    os.wait()
+
+print(f"fake child {os.getpid()} started", flush=True)
+if "never-ready" not in opts:
+    server = ThreadingHTTPServer((host, int(port)), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+deadline = time.time() + float(opts.get("exit-after", 300))
+while time.time() < deadline:
+    time.sleep(0.05)
+print("fake child exiting", flush=True)
+os._exit(int(opts.get("exit-code", 1)))
