@@ -430,7 +430,15 @@ mod tests {
         );
         let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["content-encoding", "content-type", "host", "x-prometheus-remote-write-version"]);
+        assert_eq!(
+            names,
+            [
+                "content-encoding",
+                "content-type",
+                "host",
+                "x-prometheus-remote-write-version"
+            ]
+        );
         assert_eq!(out["host"], "aps.example:443");
     }
 }

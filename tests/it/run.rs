@@ -536,3 +536,123 @@ fn a_taken_port_fails_boot_naming_it() {
     );
     assert!(agent.leftovers().is_empty());
 }
+
+#[test]
+fn sighup_rerenders_reloads_prometheus_restarts_grafana_and_survives_bad_input() {
+    let inputs = support::inputs_copy();
+    let dir = tempfile::tempdir().unwrap();
+    let grafana = wrapper(dir.path(), "grafana", "grafana_stand_in.py", "");
+    let mut agent = Agent::start(Setup {
+        sources: format!("  - file://{}/\n", inputs.path().display()),
+        grafana_binary: Some(grafana),
+        ..Setup::local()
+    });
+    agent.wait_ready(Duration::from_secs(60));
+    let rendered = agent.root.join("etc/moninit/rendered");
+    let grafana_pid = agent.child_pid("grafana_stand_in").unwrap();
+    let prometheus_pid = agent.child_pid("prometheus").unwrap();
+
+    // A new scrape job and a new dashboard.
+    std::fs::write(
+        inputs.path().join("prometheus/scrape_configs/extra.yml"),
+        "job_name: extra\nstatic_configs: [{targets: ['127.0.0.1:1']}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        inputs.path().join("grafana/dashboards/Node/extra.json"),
+        r#"{"uid": "extra", "title": "Extra"}"#,
+    )
+    .unwrap();
+    agent.process.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reloaded = agent
+            .log_text()
+            .contains("prometheus reloaded its configuration");
+        let restarted = agent
+            .child_pid("grafana_stand_in")
+            .is_some_and(|p| p != grafana_pid);
+        if reloaded && restarted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload incomplete:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.wait_ready(Duration::from_secs(30));
+    assert!(support::read(&rendered, "prometheus/prometheus.yml").contains("job_name: extra"));
+    assert!(rendered.join("grafana/dashboards/Node/extra.json").exists());
+    assert_eq!(
+        agent.child_pid("prometheus"),
+        Some(prometheus_pid),
+        "prometheus should reload, not restart"
+    );
+
+    // Bad input on reload: files untouched, children untouched, still ready.
+    let before = support::snapshot(&rendered);
+    std::fs::write(
+        inputs.path().join("prometheus/scrape_configs/broken.yml"),
+        "job_name: [\n",
+    )
+    .unwrap();
+    agent.process.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent
+        .log_text()
+        .contains("reload failed, running configuration kept")
+    {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent
+        .log_text()
+        .contains("prometheus/scrape_configs/broken.yml: invalid YAML"));
+    assert_eq!(support::snapshot(&rendered), before);
+    assert!(http::get(agent.admin, "/readyz").unwrap().status == 200);
+}
+
+#[test]
+fn tells_systemd_ready_only_when_every_child_is_and_hides_the_socket_from_children() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let fake = wrapper(
+        dir.path(),
+        "prometheus",
+        "fake_child.py",
+        "[ -n \"$NOTIFY_SOCKET\" ] && echo \"NOTIFY_SOCKET leaked to the child\"\n",
+    );
+    let mut agent = Agent::start(Setup {
+        prometheus_binary: Some(fake),
+        env: vec![("NOTIFY_SOCKET".into(), socket_path.display().to_string())],
+        ..Setup::local()
+    });
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !messages.iter().any(|m: &String| m.contains("READY=1")) {
+        let n = socket.recv(&mut buf).expect("no READY=1 from moninit");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // READY=1 came after every STATUS of the boot, and /readyz agrees now.
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("STATUS=starting prometheus")),
+        "{messages:?}"
+    );
+    assert_eq!(http::get(agent.admin, "/readyz").unwrap().status, 200);
+    agent.process.signal(Signal::SIGTERM);
+    agent.process.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        !agent.log_text().contains("NOTIFY_SOCKET leaked"),
+        "{}",
+        agent.log_text()
+    );
+}
