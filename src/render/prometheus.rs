@@ -51,8 +51,9 @@ pub struct Config {
     pub promtool: PathBuf,
     /// `global.scrape_interval`.
     pub scrape_interval: String,
-    /// `global.scrape_timeout`.
-    pub scrape_timeout: String,
+    /// `global.scrape_timeout`; unset = Prometheus' own default (10s, or the interval if
+    /// shorter).
+    pub scrape_timeout: Option<String>,
     /// `global.evaluation_interval` (server mode).
     pub evaluation_interval: String,
     /// Extra `global.external_labels`, beside `cluster` and `__replica__`.
@@ -76,7 +77,7 @@ impl Default for Config {
             binary: PathBuf::from("prometheus"),
             promtool: PathBuf::from("promtool"),
             scrape_interval: "30s".into(),
-            scrape_timeout: "10s".into(),
+            scrape_timeout: None,
             evaluation_interval: "30s".into(),
             external_labels: BTreeMap::new(),
             queue: Queue::default(),
