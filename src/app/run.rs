@@ -163,6 +163,11 @@ async fn boot_children(
     managed: &reaper::Managed,
     boot: Instant,
 ) -> Result<bool, Error> {
+    // `prometheus --version` runs while the inputs are fetched.
+    let prometheus_spec = {
+        let (config, layout) = (config.prometheus.clone(), layout.clone());
+        tokio::task::spawn_blocking(move || programs::prometheus(&config, &layout))
+    };
     status("fetching and rendering configuration");
     let prepared = prepare(config, layout.clone())
         .await
@@ -212,7 +217,9 @@ async fn boot_children(
     };
     status("starting prometheus");
     let t = Instant::now();
-    let spec = programs::prometheus(&config.prometheus, layout)?;
+    let spec = prometheus_spec
+        .await
+        .map_err(|e| programs::Error::Invalid(e.to_string()))??;
     let handle = started
         .prometheus
         .insert(supervise::start(spec, shared.clone()));

@@ -84,6 +84,9 @@ pub async fn wait_ready(
         return Ok(());
     };
     let deadline = Instant::now() + timeout;
+    // Probe every 10 ms for the first 2 s (readiness usually takes tens of milliseconds and
+    // every probe is one loopback connection), then every 100 ms.
+    let fast_until = Instant::now() + Duration::from_secs(2);
     loop {
         if let Ok(Some(status)) = running.child.try_wait() {
             return Err(format!(
@@ -100,7 +103,8 @@ pub async fn wait_ready(
                 timeout.as_secs()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pause = if Instant::now() < fast_until { 10 } else { 100 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
