@@ -5,6 +5,7 @@
 mod bad_input;
 mod fetch;
 mod golden;
+mod packaging;
 mod prometheus_e2e;
 mod proxy;
 mod run;
