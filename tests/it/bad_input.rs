@@ -136,21 +136,24 @@ fn duplicate_dashboard_uid_names_both_dashboards() {
     );
 }
 
-#[test]
-fn missing_bucket_names_the_bucket_and_aws_error_code() {
+/// Renders from moto, then again with `from` replaced by `to` in the config's sources.
+fn moto_source_renamed(from: &str, to: &str) -> String {
     let seed = Seed::examples();
     let moto = Moto::start(&seed);
-    let text = fails_and_leaves_output_untouched(
+    fails_and_leaves_output_untouched(
         Some(&moto.endpoint),
         |_| support::moto_config(&seed),
         |_, config| {
-            let yaml = std::fs::read_to_string(config)
-                .unwrap()
-                .replace("s3://moninit-test/", "s3://no-such-bucket/");
+            let yaml = std::fs::read_to_string(config).unwrap().replace(from, to);
             std::fs::write(config, yaml).unwrap();
         },
         4,
-    );
+    )
+}
+
+#[test]
+fn missing_bucket_names_the_bucket_and_aws_error_code() {
+    let text = moto_source_renamed("s3://moninit-test/", "s3://no-such-bucket/");
     assert!(
         text.contains("s3://no-such-bucket/monitoring/: ListObjectsV2 failed: NoSuchBucket"),
         "{text}"
@@ -159,19 +162,7 @@ fn missing_bucket_names_the_bucket_and_aws_error_code() {
 
 #[test]
 fn missing_ssm_path_names_the_path() {
-    let seed = Seed::examples();
-    let moto = Moto::start(&seed);
-    let text = fails_and_leaves_output_untouched(
-        Some(&moto.endpoint),
-        |_| support::moto_config(&seed),
-        |_, config| {
-            let yaml = std::fs::read_to_string(config)
-                .unwrap()
-                .replace("ssm:/monitoring/test/", "ssm:/monitoring/nope/");
-            std::fs::write(config, yaml).unwrap();
-        },
-        4,
-    );
+    let text = moto_source_renamed("ssm:/monitoring/test/", "ssm:/monitoring/nope/");
     assert!(
         text.contains("ssm:/monitoring/nope/: no parameters under this path"),
         "{text}"

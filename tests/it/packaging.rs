@@ -10,13 +10,21 @@ use crate::support;
 
 fn package(ext: &str) -> PathBuf {
     let path = support::repo().join(format!("target/packages/moninit.{ext}"));
-    assert!(path.exists(), "{} missing: run scripts/package (scripts/test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/package (scripts/test does)",
+        path.display()
+    );
     path
 }
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", support::text(&out));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        support::text(&out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -34,14 +42,29 @@ fn deb_holds_the_binary_unit_conffile_and_maintainer_scripts() {
         ("-rw-r--r--", "./etc/moninit/moninit.yaml"),
         ("-rw-r--r--", "./usr/share/doc/moninit/README.md"),
     ] {
-        assert!(listing.lines().any(|l| l.starts_with(mode) && l.ends_with(path)), "{mode} {path} not in:\n{listing}");
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with(mode) && l.ends_with(path)),
+            "{mode} {path} not in:\n{listing}"
+        );
     }
     let info = run(Command::new("dpkg-deb").arg("-I").arg(&deb));
-    for field in ["Package: moninit", "Recommends: prometheus", "Suggests: grafana", "postinst", "prerm", "postrm"] {
+    for field in [
+        "Package: moninit",
+        "Recommends: prometheus",
+        "Suggests: grafana",
+        "postinst",
+        "prerm",
+        "postrm",
+    ] {
         assert!(info.contains(field), "{field} not in:\n{info}");
     }
     let control = tempfile::tempdir().unwrap();
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(control.path()));
+    run(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(&deb)
+        .arg(control.path()));
     let conffiles = std::fs::read_to_string(control.path().join("conffiles")).unwrap();
     assert_eq!(conffiles.trim(), "/etc/moninit/moninit.yaml");
 }
@@ -50,36 +73,80 @@ fn deb_holds_the_binary_unit_conffile_and_maintainer_scripts() {
 fn rpm_holds_the_binary_unit_noreplace_config_and_scriptlets() {
     let rpm = package("rpm");
     let files = run(Command::new("rpm").arg("-qlp").arg(&rpm));
-    for path in ["/usr/bin/moninit", "/usr/lib/systemd/system/moninit.service", "/etc/moninit/moninit.yaml"] {
+    for path in [
+        "/usr/bin/moninit",
+        "/usr/lib/systemd/system/moninit.service",
+        "/etc/moninit/moninit.yaml",
+    ] {
         assert!(files.lines().any(|l| l == path), "{path} not in:\n{files}");
     }
     let info = run(Command::new("rpm").arg("-qip").arg(&rpm));
     assert!(info.contains("Name        : moninit"), "{info}");
-    let flags = run(Command::new("rpm").args(["-qp", "--queryformat", "[%{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILENAMES}\n]"]).arg(&rpm));
-    assert!(flags.lines().any(|l| l.starts_with("cn ") && l.ends_with(" /etc/moninit/moninit.yaml")), "{flags}");
-    assert!(flags.lines().any(|l| l.contains("-rwxr-xr-x /usr/bin/moninit")), "{flags}");
+    let flags = run(Command::new("rpm")
+        .args([
+            "-qp",
+            "--queryformat",
+            "[%{FILEFLAGS:fflags} %{FILEMODES:perms} %{FILENAMES}\n]",
+        ])
+        .arg(&rpm));
+    assert!(
+        flags
+            .lines()
+            .any(|l| l.starts_with("cn ") && l.ends_with(" /etc/moninit/moninit.yaml")),
+        "{flags}"
+    );
+    assert!(
+        flags
+            .lines()
+            .any(|l| l.contains("-rwxr-xr-x /usr/bin/moninit")),
+        "{flags}"
+    );
     let scripts = run(Command::new("rpm").args(["-qp", "--scripts"]).arg(&rpm));
-    for section in ["postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "systemctl enable moninit.service"] {
+    for section in [
+        "postinstall scriptlet",
+        "preuninstall scriptlet",
+        "postuninstall scriptlet",
+        "systemctl enable moninit.service",
+    ] {
         assert!(scripts.contains(section), "{section} not in:\n{scripts}");
     }
     let recommends = run(Command::new("rpm").args(["-qp", "--recommends"]).arg(&rpm));
-    assert!(recommends.contains("prometheus") && recommends.contains("grafana"), "{recommends}");
+    assert!(
+        recommends.contains("prometheus") && recommends.contains("grafana"),
+        "{recommends}"
+    );
 }
 
 #[test]
 fn deb_installs_into_a_throwaway_root_with_the_right_modes_and_the_unit_enabled() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "etc/systemd/system"] {
+    for dir in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+        "etc/systemd/system",
+    ] {
         std::fs::create_dir_all(r.join(dir)).unwrap();
     }
     std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
     std::fs::write(r.join("var/lib/dpkg/available"), "").unwrap();
     run(Command::new("dpkg")
         .arg(format!("--root={}", r.display()))
-        .args(["--force-script-chrootless", "--force-depends", "--log=/dev/null", "-i"])
+        .args([
+            "--force-script-chrootless",
+            "--force-depends",
+            "--log=/dev/null",
+            "-i",
+        ])
         .arg(package("deb")));
-    let mode = |p: &str| std::fs::metadata(r.join(p)).unwrap_or_else(|e| panic!("{p}: {e}")).permissions().mode() & 0o7777;
+    let mode = |p: &str| {
+        std::fs::metadata(r.join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
     assert_eq!(mode("usr/bin/moninit"), 0o755);
     assert_eq!(mode("etc/moninit/moninit.yaml"), 0o644);
     assert_eq!(mode("lib/systemd/system/moninit.service"), 0o644);
@@ -87,10 +154,17 @@ fn deb_installs_into_a_throwaway_root_with_the_right_modes_and_the_unit_enabled(
     assert_eq!(mode("var/lib/moninit"), 0o750);
     // Enabled (for the next boot), never started.
     let wants = r.join("etc/systemd/system/multi-user.target.wants/moninit.service");
-    assert!(wants.symlink_metadata().is_ok(), "unit not enabled: {}", wants.display());
+    assert!(
+        wants.symlink_metadata().is_ok(),
+        "unit not enabled: {}",
+        wants.display()
+    );
     // The installed binary runs.
     let version = run(Command::new(r.join("usr/bin/moninit")).arg("--version"));
-    assert_eq!(version.trim(), format!("moninit {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("moninit {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 /// `key=value` lines of the unit's sections.
@@ -110,20 +184,35 @@ fn secs(v: &str) -> u64 {
 #[test]
 fn the_unit_is_a_notify_service_with_sane_timeouts_and_hardening() {
     let keys = unit_keys();
-    let get = |k: &str| keys.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{k} missing"));
+    let get = |k: &str| {
+        keys.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
     assert_eq!(get("Type"), "notify");
-    assert_eq!(get("ExecStart"), "/usr/bin/moninit run --config /etc/moninit/moninit.yaml");
+    assert_eq!(
+        get("ExecStart"),
+        "/usr/bin/moninit run --config /etc/moninit/moninit.yaml"
+    );
     assert_eq!(get("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(get("Restart"), "on-failure");
     assert_eq!(get("KillMode"), "mixed");
     assert_eq!(get("WantedBy"), "multi-user.target");
-    assert!(get("After").contains("network-online.target") && !get("After").contains("cloud-final"));
+    assert!(
+        get("After").contains("network-online.target") && !get("After").contains("cloud-final")
+    );
     assert!(secs(get("RestartSec")) >= 5);
     assert!(secs(get("WatchdogSec")) > 0);
     // Above moninit's own stop sequence with default timeouts: two children × 30 s + 10 s drain.
     let defaults = moninit::supervise::Config::default();
     assert!(secs(get("TimeoutStopSec")) > 2 * defaults.stop_timeout_secs + 10);
-    for (k, v) in [("ProtectSystem", "strict"), ("ProtectHome", "true"), ("PrivateTmp", "true"), ("NoNewPrivileges", "true")] {
+    for (k, v) in [
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "true"),
+        ("PrivateTmp", "true"),
+        ("NoNewPrivileges", "true"),
+    ] {
         assert_eq!(get(k), v);
     }
     assert!(get("ReadWritePaths").contains("/etc/moninit/rendered"));
@@ -132,7 +221,11 @@ fn the_unit_is_a_notify_service_with_sane_timeouts_and_hardening() {
 
 #[test]
 fn systemd_analyze_verifies_the_unit() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("systemd-analyze not installed: unit keys are checked by the other test only");
         return;
     }
@@ -145,7 +238,11 @@ fn systemd_analyze_verifies_the_unit() {
         .replace("/usr/bin/moninit", &binary.display().to_string());
     let path = dir.path().join("moninit.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let text = support::text(&out);
     let problems: Vec<&str> = text
         .lines()
@@ -157,21 +254,28 @@ fn systemd_analyze_verifies_the_unit() {
 }
 
 fn cloudformation() -> serde_yaml_ng::Value {
-    serde_yaml_ng::from_str(&std::fs::read_to_string(packaging("cloudformation/moninit.yaml")).unwrap()).unwrap()
+    serde_yaml_ng::from_str(
+        &std::fs::read_to_string(packaging("cloudformation/moninit.yaml")).unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
 fn cfn_lint_accepts_the_stack() {
     let cfn_lint = support::python().parent().unwrap().join("cfn-lint");
     assert!(cfn_lint.exists(), "cfn-lint missing: run scripts/prereqs");
-    let out = Command::new(cfn_lint).arg(packaging("cloudformation/moninit.yaml")).output().unwrap();
+    let out = Command::new(cfn_lint)
+        .arg(packaging("cloudformation/moninit.yaml"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "cfn-lint:\n{}", support::text(&out));
 }
 
 #[test]
 fn the_instance_role_grants_exactly_what_moninit_needs() {
     let stack = cloudformation();
-    let statements = stack["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    let statements = stack["Resources"]["InstanceRole"]["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"]
         .as_sequence()
         .unwrap()
         .clone();
@@ -182,7 +286,9 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
             serde_yaml_ng::Value::String(a) => {
                 actions.insert(a.clone());
             }
-            serde_yaml_ng::Value::Sequence(list) => actions.extend(list.iter().map(|a| a.as_str().unwrap().to_owned())),
+            serde_yaml_ng::Value::Sequence(list) => {
+                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_owned()))
+            }
             other => panic!("unexpected Action {other:?}"),
         }
     }
@@ -202,22 +308,39 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
     assert_eq!(actions, want);
     assert!(actions.iter().all(|a| !a.contains('*')));
     // kms:Decrypt only through SSM; aps only on the stack's workspace.
-    let kms = statements.iter().find(|s| s["Action"] == "kms:Decrypt").unwrap();
+    let kms = statements
+        .iter()
+        .find(|s| s["Action"] == "kms:Decrypt")
+        .unwrap();
     assert!(kms["Condition"]["StringEquals"]["kms:ViaService"].is_mapping());
-    let aps = statements.iter().find(|s| s["Sid"] == "RemoteWriteAndQueryThisWorkspace").unwrap();
+    let aps = statements
+        .iter()
+        .find(|s| s["Sid"] == "RemoteWriteAndQueryThisWorkspace")
+        .unwrap();
     assert_eq!(aps["Resource"]["Fn::GetAtt"][0], "Workspace");
-    let lt = &stack["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["MetadataOptions"];
-    assert_eq!((lt["HttpTokens"].as_str(), lt["HttpPutResponseHopLimit"].as_u64()), (Some("required"), Some(2)));
+    let lt = &stack["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+        ["MetadataOptions"];
+    assert_eq!(
+        (
+            lt["HttpTokens"].as_str(),
+            lt["HttpPutResponseHopLimit"].as_u64()
+        ),
+        (Some("required"), Some(2))
+    );
 }
 
 #[test]
 fn the_stack_embeds_the_shipped_cloud_init_user_data() {
     let stack = cloudformation();
-    let embedded = stack["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+    let embedded = stack["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+        ["UserData"]["Fn::Base64"]["Fn::Sub"][0]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(embedded, std::fs::read_to_string(packaging("cloud-init/user-data.yaml")).unwrap());
+    assert_eq!(
+        embedded,
+        std::fs::read_to_string(packaging("cloud-init/user-data.yaml")).unwrap()
+    );
 }
 
 fn shell_ok(script: &str, name: &str) {
@@ -243,10 +366,18 @@ fn cloud_init_parses_and_its_shell_passes_bash_n_and_shellcheck() {
         .replace("${InputsUrl}", "s3://bucket/monitoring/")
         .replace("${ParameterPath}", "/monitoring/prod/");
     moninit::config::Config::parse(&filled, Path::new("user-data")).unwrap();
-    let script = doc["runcmd"][0][2].as_str().unwrap().replace("${PackageUrl}", "s3://bucket/packages/moninit");
+    let script = doc["runcmd"][0][2]
+        .as_str()
+        .unwrap()
+        .replace("${PackageUrl}", "s3://bucket/packages/moninit");
     shell_ok(&script, "runcmd.sh");
-    shell_ok(&std::fs::read_to_string(packaging("cloud-init/user-data.sh")).unwrap(), "user-data.sh");
+    shell_ok(
+        &std::fs::read_to_string(packaging("cloud-init/user-data.sh")).unwrap(),
+        "user-data.sh",
+    );
     for script in ["postinst", "prerm", "postrm"] {
-        run(Command::new("sh").arg("-n").arg(packaging(&format!("scripts/{script}"))));
+        run(Command::new("sh")
+            .arg("-n")
+            .arg(packaging(&format!("scripts/{script}"))));
     }
 }

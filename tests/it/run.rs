@@ -60,7 +60,37 @@ pub fn wrapper(dir: &Path, name: &str, script: &str, env: &str) -> PathBuf {
     path
 }
 
+/// An agent whose "Prometheus" is tests/support/fake_child.py with `behaviour` (its
+/// FAKE_CHILD value) and `extra` config; the temporary directory holds the wrapper.
+fn with_fake_prometheus(behaviour: &str, extra: &'static str) -> (Agent, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = wrapper(
+        dir.path(),
+        "prometheus",
+        "fake_child.py",
+        &format!("FAKE_CHILD={behaviour} "),
+    );
+    (
+        Agent::start(Setup {
+            prometheus_binary: Some(fake),
+            extra,
+            ..Setup::local()
+        }),
+        dir,
+    )
+}
+
 impl Agent {
+    /// Waits for moninit to exit by itself; asserts its exit code; returns its log.
+    pub fn exits_with(&mut self, code: i32, timeout: Duration) -> String {
+        let status = self
+            .process
+            .wait_timeout(timeout)
+            .unwrap_or_else(|| panic!("moninit still running:\n{}", self.log_text()));
+        assert_eq!(status.code(), Some(code), "{}", self.log_text());
+        self.log_text()
+    }
+
     pub fn start(setup: Setup<'_>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
@@ -369,24 +399,11 @@ fn a_killed_prometheus_is_restarted_with_growing_delays() {
 
 #[test]
 fn a_child_that_keeps_crashing_makes_moninit_give_up_and_exit_non_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = wrapper(
-        dir.path(),
-        "prometheus",
-        "fake_child.py",
-        "FAKE_CHILD=exit-after=0.3,exit-code=3 ",
+    let (mut agent, _dir) = with_fake_prometheus(
+        "exit-after=0.3,exit-code=3",
+        "supervise:\n  restart_floor_secs: 0.1\n  restart_ceiling_secs: 0.2\n  max_failures: 4\n  failure_window_secs: 60\n",
     );
-    let mut agent = Agent::start(Setup {
-        prometheus_binary: Some(fake),
-        extra: "supervise:\n  restart_floor_secs: 0.1\n  restart_ceiling_secs: 0.2\n  max_failures: 4\n  failure_window_secs: 60\n",
-        ..Setup::local()
-    });
-    let status = agent
-        .process
-        .wait_timeout(Duration::from_secs(30))
-        .expect("moninit did not give up");
-    assert_eq!(status.code(), Some(9), "{}", agent.log_text());
-    let log = agent.log_text();
+    let log = agent.exits_with(9, Duration::from_secs(30));
     assert!(
         log.contains("prometheus: gave up after 4 failures within 60 s (last: exit code 3)"),
         "{log}"
@@ -396,17 +413,7 @@ fn a_child_that_keeps_crashing_makes_moninit_give_up_and_exit_non_zero() {
 
 #[test]
 fn an_orphaned_grandchild_is_reaped() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = wrapper(
-        dir.path(),
-        "prometheus",
-        "fake_child.py",
-        "FAKE_CHILD=orphan ",
-    );
-    let mut agent = Agent::start(Setup {
-        prometheus_binary: Some(fake),
-        ..Setup::local()
-    });
+    let (mut agent, _dir) = with_fake_prometheus("orphan", "");
     agent.wait_ready(Duration::from_secs(30));
     // The grandchild was re-parented to moninit (a subreaper) and exits after 1 s.
     std::thread::sleep(Duration::from_millis(2500));
@@ -424,27 +431,13 @@ fn an_orphaned_grandchild_is_reaped() {
 
 #[test]
 fn a_child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = wrapper(
-        dir.path(),
-        "prometheus",
-        "fake_child.py",
-        "FAKE_CHILD=ignore-term ",
-    );
-    let mut agent = Agent::start(Setup {
-        prometheus_binary: Some(fake),
-        extra: "supervise:\n  stop_timeout_secs: 2\n",
-        ..Setup::local()
-    });
+    let (mut agent, _dir) =
+        with_fake_prometheus("ignore-term", "supervise:\n  stop_timeout_secs: 2\n");
     agent.wait_ready(Duration::from_secs(30));
     let pid = agent.child_pid("fake_child").unwrap();
     let started = Instant::now();
     agent.process.signal(Signal::SIGTERM);
-    let status = agent
-        .process
-        .wait_timeout(Duration::from_secs(20))
-        .expect("moninit did not exit");
-    assert_eq!(status.code(), Some(0));
+    let log = agent.exits_with(0, Duration::from_secs(20));
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(8),
@@ -454,9 +447,7 @@ fn a_child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the child survived"
     );
-    assert!(agent
-        .log_text()
-        .contains("did not stop after SIGTERM; killing its process group"));
+    assert!(log.contains("did not stop after SIGTERM; killing its process group"));
 }
 
 #[test]
@@ -471,16 +462,11 @@ fn unreachable_s3_fails_boot_at_the_deadline_with_a_clear_error() {
         ..Setup::local()
     });
     let started = Instant::now();
-    let status = agent
-        .process
-        .wait_timeout(Duration::from_secs(30))
-        .expect("moninit did not give up");
-    assert_eq!(status.code(), Some(4));
+    let log = agent.exits_with(4, Duration::from_secs(30));
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "gave up before retrying"
     );
-    let log = agent.log_text();
     assert!(
         log.contains("boot deadline of 3 s") && log.contains("s3://some-bucket/monitoring/")
             || log.contains("s3://some-bucket/monitoring/: ListObjectsV2 failed: DispatchFailure"),
@@ -491,24 +477,11 @@ fn unreachable_s3_fails_boot_at_the_deadline_with_a_clear_error() {
 
 #[test]
 fn a_child_that_never_becomes_ready_fails_boot_and_nothing_is_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let fake = wrapper(
-        dir.path(),
-        "prometheus",
-        "fake_child.py",
-        "FAKE_CHILD=never-ready ",
+    let (mut agent, _dir) = with_fake_prometheus(
+        "never-ready",
+        "supervise:\n  ready_timeout_secs: 2\n  stop_timeout_secs: 2\n",
     );
-    let mut agent = Agent::start(Setup {
-        prometheus_binary: Some(fake),
-        extra: "supervise:\n  ready_timeout_secs: 2\n  stop_timeout_secs: 2\n",
-        ..Setup::local()
-    });
-    let status = agent
-        .process
-        .wait_timeout(Duration::from_secs(30))
-        .expect("moninit did not fail");
-    assert_eq!(status.code(), Some(9));
-    let log = agent.log_text();
+    let log = agent.exits_with(9, Duration::from_secs(30));
     assert!(
         log.contains("prometheus: not ready at http://") && log.contains("within 2 s"),
         "{log}"
@@ -524,12 +497,7 @@ fn a_taken_port_fails_boot_naming_it() {
         proxy_port: Some(port),
         ..Setup::local()
     });
-    let status = agent
-        .process
-        .wait_timeout(Duration::from_secs(30))
-        .expect("moninit did not fail");
-    assert_eq!(status.code(), Some(8));
-    let log = agent.log_text();
+    let log = agent.exits_with(8, Duration::from_secs(30));
     assert!(
         log.contains(&format!("proxy: cannot listen on 127.0.0.1:{port}")),
         "{log}"

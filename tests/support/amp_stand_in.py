@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from lifetime import wait_for_parent
 
 LOCK = threading.Lock()
 KEYS = {}  # access key -> (secret, token or None, expiry datetime or None)
@@ -206,17 +207,7 @@ def main():
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(json.dumps({"endpoint": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)
-    done = threading.Event()
-
-    def wait_stdin():
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        finally:
-            done.set()
-
-    threading.Thread(target=wait_stdin, daemon=True).start()
-    done.wait(timeout=ARGS.lifetime)
+    wait_for_parent(ARGS.lifetime)
     server.shutdown()
 
 

@@ -17,12 +17,11 @@ import argparse
 import json
 import os
 import sys
-import threading
-import time
 import urllib.request
 
 import boto3
 import yaml
+from lifetime import wait_for_parent
 from moto.server import ThreadedMotoServer
 
 
@@ -115,17 +114,7 @@ def main():
         sys.exit(1)
     print(json.dumps(result), flush=True)
 
-    done = threading.Event()
-
-    def wait_stdin():
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        finally:
-            done.set()
-
-    threading.Thread(target=wait_stdin, daemon=True).start()
-    done.wait(timeout=args.lifetime)
+    wait_for_parent(args.lifetime)
     server.stop()
 
 
