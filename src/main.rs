@@ -1,6 +1,8 @@
 //! Thin entry point: parse the command line, start logging, run the library, map the error
 //! to an exit code. Everything else lives in the library so tests can call it.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::proxy::{Proxy, Verifier};
 use crate::support::http;
 use crate::support::process::{self, Owned};
+use crate::support::stand_ins::{Proxy, Verifier};
 
 const WS: &str = "ws-0b1c2d3e-aaaa-bbbb-cccc-123456789012";
 

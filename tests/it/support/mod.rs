@@ -6,8 +6,10 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod http;
 pub mod process;
+pub mod stand_ins;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
