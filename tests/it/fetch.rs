@@ -1,19 +1,12 @@
 //! Fetching from real moto (S3 + SSM) and rendering a full, promtool-valid file set.
 
-use crate::support::{self, Moto, Seed};
+use crate::support::{self, Seed};
 
 const SECRET: &str = "demo-Adm1n-#pass;word";
 
 #[test]
 fn renders_every_file_from_s3_and_ssm_with_securestring_decrypted() {
-    let seed = Seed::examples();
-    let moto = Moto::start(&seed);
-    let work = tempfile::tempdir().unwrap();
-    let config = support::write_config(work.path(), &support::moto_config(&seed));
-    let out = work.path().join("out");
-
-    let output = support::render(Some(&moto.endpoint), &config, &out, &[]);
-    assert!(output.status.success(), "{}", support::text(&output));
+    let (_moto, _work, out) = support::render_from_moto(&Seed::examples());
 
     let prom = support::read(&out, "prometheus/prometheus.yml");
     assert!(
@@ -83,12 +76,7 @@ fn ssm_paging_follows_next_token_past_ten_parameters() {
         extra_params: 25,
         ..Seed::examples()
     };
-    let moto = Moto::start(&seed);
-    let work = tempfile::tempdir().unwrap();
-    let config = support::write_config(work.path(), &support::moto_config(&seed));
-    let out = work.path().join("out");
-    let output = support::render(Some(&moto.endpoint), &config, &out, &[]);
-    assert!(output.status.success(), "{}", support::text(&output));
+    let (_moto, _work, out) = support::render_from_moto(&seed);
     let prom = support::read(&out, "prometheus/prometheus.yml");
     assert!(
         prom.contains("# extra parameters: 25, last value-24"),

@@ -47,22 +47,15 @@ fn boots_in_order_ships_signed_samples_and_stops_in_reverse_order() {
     });
     agent.wait_ready(Duration::from_secs(60));
     let log = agent.log_text();
-    let order: Vec<usize> = [
-        "fetched inputs",
-        "signing proxy",
-        "child=\"prometheus\"",
-        "grafana stand-in: serving",
-        "moninit::app::run: ready",
-    ]
-    .iter()
-    .map(|needle| {
-        log.find(needle)
-            .unwrap_or_else(|| panic!("{needle} not in log:\n{log}"))
-    })
-    .collect();
-    assert!(
-        order.windows(2).all(|w| w[0] < w[1]),
-        "boot out of order: {order:?}\n{log}"
+    support::assert_in_order(
+        &log,
+        &[
+            "fetched inputs",
+            "signing proxy",
+            "child=\"prometheus\"",
+            "grafana stand-in: serving",
+            "moninit::app::run: ready",
+        ],
     );
     assert!(agent
         .metrics()
@@ -100,20 +93,13 @@ fn boots_in_order_ships_signed_samples_and_stops_in_reverse_order() {
         .expect("moninit did not exit after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", agent.log_text());
     let log = agent.log_text();
-    let stops: Vec<usize> = [
-        "grafana stand-in: stopping",
-        "stopped child=\"prometheus\"",
-        "stopping the signing proxy",
-    ]
-    .iter()
-    .map(|needle| {
-        log.find(needle)
-            .unwrap_or_else(|| panic!("{needle} not in log:\n{log}"))
-    })
-    .collect();
-    assert!(
-        stops.windows(2).all(|w| w[0] < w[1]),
-        "stop out of order:\n{log}"
+    support::assert_in_order(
+        &log,
+        &[
+            "grafana stand-in: stopping",
+            "stopped child=\"prometheus\"",
+            "stopping the signing proxy",
+        ],
     );
     assert!(
         agent.leftovers().is_empty(),

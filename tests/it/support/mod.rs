@@ -268,3 +268,30 @@ pub fn read(dir: &Path, relative: &str) -> String {
 pub fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+/// Asserts that every needle occurs in `log`, in the given order.
+pub fn assert_in_order(log: &str, needles: &[&str]) {
+    let at: Vec<usize> = needles
+        .iter()
+        .map(|needle| {
+            log.find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in log:\n{log}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "out of order ({needles:?} at {at:?}):\n{log}"
+    );
+}
+
+/// Renders from a moto seeded with `seed` into a fresh output dir; returns the moto (alive
+/// for the caller), the work dir and the output dir. Asserts the render succeeded.
+pub fn render_from_moto(seed: &Seed) -> (Moto, tempfile::TempDir, PathBuf) {
+    let moto = Moto::start(seed);
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), &moto_config(seed));
+    let out = work.path().join("out");
+    let output = render(Some(&moto.endpoint), &config, &out, &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    (moto, work, out)
+}
