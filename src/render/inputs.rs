@@ -116,13 +116,30 @@ pub fn rule_files(snapshot: &Snapshot, server_mode: bool) -> Result<Vec<OutputFi
 
 /// Dashboards from `grafana/dashboards/**/*.json`, as output files with the same relative
 /// paths (directories become Grafana folders).
-pub fn dashboards(snapshot: &Snapshot) -> Vec<OutputFile> {
+pub fn dashboards(snapshot: &Snapshot) -> Result<Vec<OutputFile>, Error> {
     snapshot
         .files
         .iter()
         .filter(|(path, _)| path.starts_with(DASHBOARDS_DIR) && path.ends_with(".json"))
-        .map(|(path, file)| OutputFile::new(path, file.bytes.clone(), &file.origin))
+        .map(|(path, file)| {
+            if !is_plain_relative(path) {
+                return Err(Error::Input {
+                    origin: file.origin.clone(),
+                    message: "the path has empty, `.` or `..` segments; it would be written outside grafana/dashboards/".into(),
+                });
+            }
+            Ok(OutputFile::new(path, file.bytes.clone(), &file.origin))
+        })
         .collect()
+}
+
+/// Whether `path` is relative and made only of ordinary segments: an S3 key may contain
+/// `..`, `.` or `//`, and such a key must never choose where a file is written.
+fn is_plain_relative(path: &str) -> bool {
+    !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 /// Template overrides and additions: `templates/NAME.tera` → (NAME, source text, origin).
@@ -156,4 +173,31 @@ pub fn other_files(snapshot: &Snapshot) -> serde_json::Map<String, Json> {
                 .map(|t| (path.clone(), Json::String(t.to_owned())))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_keys_cannot_climb_out_of_the_output_tree() {
+        let mut snapshot = Snapshot::default();
+        let file = InputFile {
+            origin: "s3://b/grafana/dashboards/../../../etc/x.json".into(),
+            bytes: b"{}".to_vec(),
+        };
+        snapshot
+            .files
+            .insert("grafana/dashboards/../../../etc/x.json".into(), file);
+        let err = dashboards(&snapshot).unwrap_err().to_string();
+        assert!(
+            err.starts_with("s3://b/grafana/dashboards/../../../etc/x.json: the path has"),
+            "{err}"
+        );
+        assert!(is_plain_relative("grafana/dashboards/Folder/a.json"));
+        assert!(
+            !is_plain_relative("grafana/dashboards//a.json")
+                && !is_plain_relative("grafana/dashboards/./a.json")
+        );
+    }
 }

@@ -91,7 +91,7 @@ pub fn render(snapshot: &Snapshot, settings: &Settings<'_>) -> Result<Vec<Output
     let server_mode = settings.prometheus.mode == prometheus::Mode::Server;
     let scrape_configs = inputs::scrape_configs(snapshot)?;
     let rules = inputs::rule_files(snapshot, server_mode)?;
-    let dashboards = inputs::dashboards(snapshot);
+    let dashboards = inputs::dashboards(snapshot)?;
     let overrides = inputs::templates(snapshot)?;
 
     let rule_names: Vec<String> = rules
