@@ -6,9 +6,14 @@
 //! decrypted SecureStrings before moninit has seen (and registered) them. Set
 //! `MONINIT_LOG_UNCAPPED=1` to lift the cap when debugging the SDK itself.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 const CAPPED: [&str; 7] = [
@@ -38,8 +43,57 @@ pub fn init(verbose: bool) {
         .with_env_filter(filter)
         .with_writer(MaskingWriter)
         .with_ansi(false)
-        .with_target(true)
+        .event_format(FieldsFirst)
         .try_init();
+}
+
+/// One line per event: time, level, target, the structured fields, then the sentence
+/// (`… INFO moninit::supervise: child="prometheus" ready_ms=34 ready`), so lines about one
+/// child or source line up and grep by field.
+struct FieldsFirst;
+
+impl<S, N> FormatEvent<S, N> for FieldsFirst
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        SystemTime.format_time(&mut writer)?;
+        write!(writer, " {:>5} {}: ", meta.level(), meta.target())?;
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        writeln!(writer, "{}{}", fields.fields, fields.message)
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    fields: String,
+    message: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.fields, "{}={value:?} ", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.fields, "{}={value:?} ", field.name());
+        }
+    }
 }
 
 /// Writes to stderr, masking registered secrets in each formatted event.

@@ -54,7 +54,7 @@ fn boots_in_order_ships_signed_samples_and_stops_in_reverse_order() {
             "signing proxy",
             "child=\"prometheus\"",
             "grafana stand-in: serving",
-            "moninit::app::run: ready",
+            "grafana=true ready",
         ],
     );
     assert!(agent
@@ -97,7 +97,7 @@ fn boots_in_order_ships_signed_samples_and_stops_in_reverse_order() {
         &log,
         &[
             "grafana stand-in: stopping",
-            "stopped child=\"prometheus\"",
+            "child=\"prometheus\" status=exit code 0 stopped",
             "stopping the signing proxy",
         ],
     );
