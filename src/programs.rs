@@ -43,6 +43,7 @@ pub fn version_output(binary: &Path) -> Option<String> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .ok()?;
+    let _tracked = crate::supervise::reaper::track(Some(child.id()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match child.try_wait() {

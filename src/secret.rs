@@ -29,7 +29,13 @@ impl Secret {
     /// Wraps `value` and registers it with the global registry so stray copies are masked too.
     pub fn new(value: impl Into<Arc<str>>) -> Self {
         let value = value.into();
-        global().register(&value);
+        let registry = global();
+        registry.register(&value);
+        // The forms a template filter or a serializer may turn it into, so the copy in a
+        // rendered file is recognised (and the file kept private) even when escaped.
+        for escaped in escaped_forms(&value) {
+            registry.register(&escaped);
+        }
         Secret(value)
     }
 
@@ -49,6 +55,22 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(MASK)
     }
+}
+
+/// `value` as JSON/YAML double-quoted strings and YAML single-quoted strings write it, when
+/// that differs from the value itself.
+fn escaped_forms(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(json) = serde_json::to_string(value) {
+        let inner = &json[1..json.len() - 1];
+        if inner != value {
+            out.push(inner.to_owned());
+        }
+    }
+    if value.contains('\'') {
+        out.push(value.replace('\'', "''"));
+    }
+    out
 }
 
 /// The set of secret values known to this process.
@@ -122,6 +144,18 @@ mod tests {
         assert_eq!(r.mask("x abcdefgh y abcd"), format!("x {MASK} y {MASK}"));
         assert!(r.contains_secret("..abcd.."));
         assert!(!r.contains_secret("abc"));
+    }
+
+    #[test]
+    fn escaped_copies_of_a_secret_are_masked_too() {
+        let s = Secret::new("pa\"ss\\word'1");
+        let json = serde_json::to_string(s.expose()).unwrap();
+        assert!(
+            !mask(&format!("x: {json}")).contains("ss"),
+            "{}",
+            mask(&json)
+        );
+        assert_eq!(mask("x: 'pa\"ss\\word''1'"), format!("x: '{MASK}'"));
     }
 
     #[test]

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::{prepare, Error};
@@ -27,9 +26,10 @@ use crate::admin::{self, metrics};
 use crate::config::Config;
 use crate::install;
 use crate::layout::Layout;
+use crate::programs;
 use crate::proxy::{self, Settings};
+use crate::signals::Signals;
 use crate::supervise::{self, reaper, Handle, Readiness};
-use crate::{programs, signals};
 
 /// Everything started so far, stopped in the documented order.
 struct Started {
@@ -60,8 +60,8 @@ impl Started {
         }
         self.admin.cancel();
         self.reaper.cancel();
-        // Anything orphaned on the way out.
-        reaper::reap_orphans(&reaper::Managed::default());
+        // Anything the children left behind (adopted as subreaper) goes too.
+        reaper::end_adopted(Duration::from_secs(5)).await;
         first_error.map_or(Ok(()), |e| Err(e.into()))
     }
 }
@@ -79,6 +79,10 @@ fn status(text: &str) {
 /// Runs until SIGTERM/SIGINT (exit 0) or until a child is given up on (an error).
 pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error> {
     let boot = Instant::now();
+    let mut signals = Signals::install().map_err(|e| Error::State {
+        path: "signal handlers".into(),
+        source: e,
+    })?;
     status("loading config");
     let config = Config::load(config_path)?;
     let layout = match &root {
@@ -112,25 +116,23 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         Some(readiness.clone()),
         started.admin.clone(),
     ));
-    let managed = reaper::Managed::default();
+    let managed = reaper::managed().clone();
     tokio::spawn(reaper::run(managed.clone(), started.reaper.clone()));
 
-    let result = boot_children(
-        &config,
-        &layout,
-        &mut started,
-        &proxy_metrics,
-        &sup_metrics,
-        &readiness,
-        &managed,
-        boot,
-    )
-    .await;
+    // A stop asked for during boot stops whatever has started, in order, and exits 0.
+    let result = tokio::select! {
+        r = boot_children(&config, &layout, &mut started, &proxy_metrics, &sup_metrics, &readiness, &managed, boot) => Some(r),
+        _ = signals.terminated() => None,
+    };
     let grafana_enabled = match result {
-        Ok(g) => g,
-        Err(e) => {
+        Some(Ok(g)) => g,
+        Some(Err(e)) => {
             let _ = started.stop().await;
             return Err(e);
+        }
+        None => {
+            tracing::info!("stop requested during boot");
+            return started.stop().await;
         }
     };
     readiness.booted();
@@ -146,7 +148,7 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         tokio::spawn(watchdog_loop(interval / 2, watchdog.clone()));
     }
 
-    let outcome = supervise_loop(&config, &layout, &mut started, &sup_metrics).await;
+    let outcome = supervise_loop(&config, &layout, &mut started, &sup_metrics, &mut signals).await;
     watchdog.cancel();
     let stopped = started.stop().await;
     outcome.and(stopped)
@@ -245,26 +247,31 @@ async fn boot_children(
     Ok(true)
 }
 
-/// Waits for a stop signal, a reload signal, or a child given up on.
+/// Waits for a stop signal, a reload signal, or a child given up on. A stop asked for during
+/// a reload abandons the reload (installation itself is never interrupted: it does not await).
 async fn supervise_loop(
     config: &Config,
     layout: &Layout,
     started: &mut Started,
     sup_metrics: &metrics::Supervisor,
+    signals: &mut Signals,
 ) -> Result<(), Error> {
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::State {
-        path: "SIGHUP handler".into(),
-        source: e,
-    })?;
     loop {
-        tokio::select! {
-            _ = signals::terminated() => {
-                tracing::info!("stop requested");
-                return Ok(());
-            }
-            _ = hup.recv() => reload(config, layout, started, sup_metrics).await,
+        let reload_asked = tokio::select! {
+            reload = signals.next_is_reload() => reload,
             r = ended(&mut started.prometheus) => return r,
             r = ended(&mut started.grafana) => return r,
+        };
+        if !reload_asked {
+            tracing::info!("stop requested");
+            return Ok(());
+        }
+        tokio::select! {
+            _ = reload(config, layout, started, sup_metrics) => {}
+            _ = signals.terminated() => {
+                tracing::info!("stop requested during a reload; the reload is abandoned");
+                return Ok(());
+            }
         }
     }
 }

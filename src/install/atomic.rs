@@ -24,6 +24,9 @@ pub struct Entry {
     pub group: Option<nix::unistd::Gid>,
 }
 
+/// A file's contents and mode before the install, if it existed: what a rollback restores.
+type Previous = Option<(Vec<u8>, u32)>;
+
 /// What an installation did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
@@ -32,7 +35,7 @@ pub struct Report {
 }
 
 /// The file's current contents and mode, if it exists.
-pub fn current(path: &Path) -> std::io::Result<Option<(Vec<u8>, u32)>> {
+pub fn current(path: &Path) -> std::io::Result<Previous> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
@@ -46,26 +49,26 @@ pub fn current(path: &Path) -> std::io::Result<Option<(Vec<u8>, u32)>> {
 /// Installs `entries` all or nothing. The error names the path that failed.
 pub fn install(entries: &[Entry]) -> Result<Report, (PathBuf, std::io::Error)> {
     let mut report = Report::default();
-    let mut changed: Vec<(&Entry, Option<Vec<u8>>)> = Vec::new();
+    let mut changed: Vec<(&Entry, Previous)> = Vec::new();
     for entry in entries {
         match current(&entry.path).map_err(|e| (entry.path.clone(), e))? {
             Some((bytes, mode)) if bytes == entry.contents && mode == entry.mode => {
                 report.unchanged.push(entry.path.clone());
             }
-            Some((bytes, _)) => changed.push((entry, Some(bytes))),
+            Some(old) => changed.push((entry, Some(old))),
             None => changed.push((entry, None)),
         }
     }
 
     // Stage: nothing visible changes yet (new directories aside, which are harmless).
-    let mut staged: Vec<(NamedTempFile, &Entry, Option<Vec<u8>>)> = Vec::new();
+    let mut staged: Vec<(NamedTempFile, &Entry, Previous)> = Vec::new();
     for (entry, old) in changed {
         let tmp = stage(entry).map_err(|e| (entry.path.clone(), e))?;
         staged.push((tmp, entry, old));
     }
 
     // Commit: rename each into place; on failure put back what was replaced.
-    let mut done: Vec<(&Entry, Option<Vec<u8>>)> = Vec::new();
+    let mut done: Vec<(&Entry, Previous)> = Vec::new();
     for (tmp, entry, old) in staged.into_iter() {
         if let Err(e) = tmp.persist(&entry.path) {
             rollback(&done);
@@ -75,7 +78,11 @@ pub fn install(entries: &[Entry]) -> Result<Report, (PathBuf, std::io::Error)> {
     }
     let dirs: BTreeSet<&Path> = done.iter().filter_map(|(e, _)| e.path.parent()).collect();
     for dir in dirs {
-        sync_dir(dir).map_err(|e| (dir.to_owned(), e))?;
+        // The new files are in place: a failed fsync of the directory cannot be undone and
+        // must not be reported as "nothing installed".
+        if let Err(e) = sync_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "installed, but fsync of the directory failed");
+        }
     }
     report.written = done.into_iter().map(|(e, _)| e.path.clone()).collect();
     Ok(report)
@@ -104,12 +111,14 @@ fn stage(entry: &Entry) -> std::io::Result<NamedTempFile> {
     Ok(tmp)
 }
 
-fn rollback(done: &[(&Entry, Option<Vec<u8>>)]) {
+fn rollback(done: &[(&Entry, Previous)]) {
     for (entry, old) in done.iter().rev() {
         let result = match old {
-            Some(bytes) => {
+            Some((bytes, mode)) => {
+                // The old contents with the old mode: a secret restored must stay private.
                 let restore = Entry {
                     contents: bytes.clone(),
+                    mode: *mode,
                     ..(*entry).clone()
                 };
                 stage(&restore)

@@ -78,9 +78,14 @@ fn entries(root: &Path, files: &[OutputFile]) -> Vec<atomic::Entry> {
 fn read_manifest(root: &Path) -> BTreeSet<PathBuf> {
     std::fs::read_to_string(root.join(MANIFEST))
         .map(|t| {
+            // Only plain relative paths: a tampered manifest must not name files elsewhere.
             t.lines()
-                .filter(|l| !l.is_empty() && !l.contains(".."))
                 .map(PathBuf::from)
+                .filter(|p| {
+                    !p.as_os_str().is_empty()
+                        && p.components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)))
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -170,8 +170,16 @@ async fn promtool_check(promtool: &Path, files: &[OutputFile], agent: bool) -> R
     if agent {
         cmd.arg("--agent");
     }
-    cmd.arg(&config).kill_on_drop(true);
-    let output = tokio::time::timeout(PROMTOOL_TIMEOUT, cmd.output())
+    cmd.arg(&config)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Promtool(format!("running {}: {e}", promtool.display())))?;
+    let _tracked = crate::supervise::reaper::track(child.id());
+    let output = tokio::time::timeout(PROMTOOL_TIMEOUT, child.wait_with_output())
         .await
         .map_err(|_| {
             Error::Promtool(format!(

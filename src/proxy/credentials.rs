@@ -19,6 +19,9 @@ use aws_credential_types::Credentials;
 
 use crate::admin::metrics::Proxy as Metrics;
 
+/// After a failed refresh, the next attempt waits this long (or until expiry, if sooner).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
 /// Refresh this long before expiry, or at half the lifetime for short-lived credentials.
 const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 
@@ -157,6 +160,17 @@ impl Cache {
                         .is_none_or(|exp| exp > SystemTime::now())
                     {
                         tracing::warn!(error = %why, "credential refresh failed; using the current credentials until they expire");
+                        // Try again in a while, not on every request: requests keep
+                        // signing with the current credentials meanwhile.
+                        let retry_at = SystemTime::now() + RETRY_AFTER_FAILURE;
+                        let refresh_at = c
+                            .credentials
+                            .expiry()
+                            .map_or(retry_at, |exp| retry_at.min(exp));
+                        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
+                            credentials: c.credentials.clone(),
+                            refresh_at: Some(refresh_at),
+                        });
                         return Ok(c.credentials);
                     }
                 }

@@ -101,15 +101,16 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return resp;
     };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or(req.uri().host());
+    // A request must say which host it is for; a missing or non-ASCII Host is refused like a
+    // foreign one (the empty name matches no allowed host).
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().unwrap_or(""),
+        None => req.uri().host().unwrap_or(""),
+    };
     let route = match state
         .settings
         .routes
-        .check(req.method(), host, req.uri().path())
+        .check(req.method(), Some(host), req.uri().path())
     {
         Ok(route) => route.name,
         Err(refusal) => {
@@ -247,17 +248,30 @@ async fn forward(state: &State, route: &'static str, req: Request<Incoming>) -> 
             }
         };
         let status = resp.status();
-        if !retried && (status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST) {
+        // AWS error bodies are small and sized: only those are read to look for
+        // ExpiredToken; anything else streams through untouched.
+        let small_error = (status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST)
+            && resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|n| n <= ERROR_PEEK_LIMIT);
+        if !retried && small_error {
             let (parts, body) = resp.into_parts();
-            let bytes = match Limited::new(body, ERROR_PEEK_LIMIT).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(_) => {
+            let read = tokio::time::timeout(
+                s.upstream_timeout,
+                Limited::new(body, ERROR_PEEK_LIMIT).collect(),
+            );
+            let bytes = match read.await {
+                Ok(Ok(c)) => c.to_bytes(),
+                Ok(Err(_)) | Err(_) => {
                     return plain(
                         StatusCode::BAD_GATEWAY,
                         "moninit proxy: upstream error body unreadable\n",
                     )
                 }
             };
+
             if bytes.windows(12).any(|w| w == b"ExpiredToken") {
                 tracing::warn!(
                     route,

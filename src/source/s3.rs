@@ -58,7 +58,7 @@ pub async fn fetch(
     tracing::debug!(source = %origin, objects = keys.len(), "listed S3 prefix");
 
     let files: Vec<(String, InputFile)> = stream::iter(keys)
-        .map(|key| get(client, bucket, prefix, key))
+        .map(|key| get(client, bucket, prefix, key, config.max_object_bytes))
         .buffer_unordered(config.concurrency.max(1))
         .try_collect()
         .await?;
@@ -72,6 +72,7 @@ async fn get(
     bucket: &str,
     prefix: &str,
     key: String,
+    max_bytes: u64,
 ) -> Result<(String, InputFile), Error> {
     let origin = format!("s3://{bucket}/{key}");
     let out = client
@@ -81,6 +82,16 @@ async fn get(
         .send()
         .await
         .map_err(|e| Error::aws(&origin, "GetObject", &e))?;
+    // Checked again here: the object may have been replaced since it was listed.
+    let size = out.content_length().unwrap_or(0).max(0) as u64;
+    if size > max_bytes {
+        return Err(Error::Input {
+            origin,
+            message: format!(
+                "object is {size} bytes, over the limit of {max_bytes} (fetch.max_object_bytes)"
+            ),
+        });
+    }
     let bytes = out.body.collect().await.map_err(|e| Error::Input {
         origin: origin.clone(),
         message: format!("reading the object failed: {}", super::chain(&e)),

@@ -45,7 +45,9 @@ pub fn spawn(spec: &Spec) -> std::io::Result<Running> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(false);
+        // Normally every child is stopped and waited for; this only matters if its
+        // supervisor task dies, and then the child must not outlive it.
+        .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     let name = spec.name;
@@ -163,7 +165,7 @@ pub async fn stop(name: &str, running: &mut Running, timeout: Duration) -> Optio
     }
 }
 
-fn kill_group(pid: i32, signal: Signal) {
+pub fn kill_group(pid: i32, signal: Signal) {
     if pid > 0 {
         let _ = killpg(Pid::from_raw(pid), signal);
     }

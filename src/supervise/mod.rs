@@ -36,6 +36,8 @@ pub enum Error {
     },
     #[error("{child}: {why} (at boot: nothing was left running)")]
     NotReady { child: &'static str, why: String },
+    #[error("{child}: its supervisor failed ({why}); stopping so this instance can be replaced")]
+    Panicked { child: &'static str, why: String },
     #[error("{child}: gave up after {failures} failures within {window_s} s (last: {last}); stopping so this instance can be replaced")]
     GaveUp {
         child: &'static str,
@@ -121,7 +123,13 @@ impl Handle {
     async fn join(&mut self) -> Result<(), Error> {
         match self.task.as_mut() {
             Some(task) => {
-                let result = task.await.unwrap_or(Ok(()));
+                let result = match task.await {
+                    Ok(r) => r,
+                    Err(e) => Err(Error::Panicked {
+                        child: self.name,
+                        why: e.to_string(),
+                    }),
+                };
                 self.task = None;
                 result
             }
@@ -219,6 +227,8 @@ async fn manage(
                 tokio::select! {
                     status = running.child.wait() => {
                         shared.managed.remove(running.pid);
+                        // The leader is gone; whatever it left in its group goes too.
+                        child::kill_group(running.pid, nix::sys::signal::Signal::SIGKILL);
                         use std::os::unix::process::ExitStatusExt;
                         let (code, signal) = status.as_ref().map(|s| (s.code(), s.signal())).unwrap_or((None, None));
                         shared.metrics.exited(name, code, signal);
@@ -236,6 +246,7 @@ async fn manage(
                     _ = restart.notified() => {
                         tracing::info!(child = name, "restarting for new configuration");
                         shared.readiness.set(name, false);
+                        shared.metrics.child_up(name, false);
                         child::stop(name, &mut running, config.stop_timeout()).await;
                         shared.managed.remove(running.pid);
                         continue;

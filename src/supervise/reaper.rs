@@ -14,9 +14,33 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
-/// PIDs of the children moninit itself manages (and tokio reaps).
+/// PIDs of the children moninit itself spawned and waits for (supervised children, and
+/// short-lived helpers such as promtool and `--version` probes).
 #[derive(Clone, Default)]
 pub struct Managed(Arc<Mutex<HashSet<i32>>>);
+
+/// The process-wide set: every spawn registers here, so the reaper never takes a status that
+/// someone is waiting for.
+pub fn managed() -> &'static Managed {
+    static MANAGED: std::sync::OnceLock<Managed> = std::sync::OnceLock::new();
+    MANAGED.get_or_init(Managed::default)
+}
+
+/// Keeps `pid` registered as managed until dropped.
+pub struct Tracked(i32);
+
+/// Registers a helper process spawned outside the supervisor.
+pub fn track(pid: Option<u32>) -> Tracked {
+    let pid = pid.map_or(0, |p| p as i32);
+    managed().add(pid);
+    Tracked(pid)
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        managed().remove(self.0);
+    }
+}
 
 impl Managed {
     pub fn add(&self, pid: i32) {
@@ -106,4 +130,64 @@ pub fn reap_orphans(managed: &Managed) -> usize {
         }
     }
     reaped
+}
+
+/// At exit: ends every process still parented to moninit that it does not manage (orphans it
+/// adopted, such as a plugin left by a crashed Grafana): SIGTERM, up to `grace`, then SIGKILL,
+/// then reaps them.
+pub async fn end_adopted(grace: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    let me = std::process::id() as i32;
+    let adopted = || -> Vec<i32> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let (state, ppid) = (
+                fields.next(),
+                fields.next().and_then(|p| p.parse::<i32>().ok()),
+            );
+            if ppid == Some(me) && state != Some("Z") && !managed().contains(pid) {
+                out.push(pid);
+            }
+        }
+        out
+    };
+    let pids = adopted();
+    if pids.is_empty() {
+        reap_orphans(managed());
+        return;
+    }
+    tracing::info!(
+        count = pids.len(),
+        "ending processes left behind by children"
+    );
+    for pid in &pids {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline && !adopted().is_empty() {
+        reap_orphans(managed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for pid in adopted() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    reap_orphans(managed());
 }

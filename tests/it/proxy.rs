@@ -181,7 +181,7 @@ fn refusals_never_reach_the_upstream() {
     let proxy = Proxy::start(verifier.addr, &["--body-limit", "100000"], &[]);
     // (method, target, headers, body length, expected status)
     type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, usize, u16);
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
         (
             "GET",
             format!("/workspaces/{WS}/api/v1/query?query=up"),
@@ -197,6 +197,13 @@ fn refusals_never_reach_the_upstream() {
             403,
         ),
         ("POST", "/workspaces".into(), vec![], 0, 404),
+        (
+            "GET",
+            format!("/workspaces/{WS}/api/v1/query?query=up"),
+            vec![("Host", "")],
+            0,
+            403,
+        ),
         ("GET", "/".into(), vec![], 0, 404),
         (
             "DELETE",

@@ -397,3 +397,21 @@ fn tells_systemd_ready_only_when_every_child_is_and_hides_the_socket_from_childr
         agent.log_text()
     );
 }
+
+#[test]
+fn sigterm_during_boot_stops_what_started_and_exits_zero() {
+    let (mut agent, _dir) = with_fake_prometheus(
+        "never-ready",
+        "supervise:\n  ready_timeout_secs: 60\n  stop_timeout_secs: 2\n",
+    );
+    // Wait until the fake Prometheus is up (and not ready), then ask moninit to stop.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.child_pid("fake_child").is_none() {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.process.signal(Signal::SIGTERM);
+    let log = agent.exits_with(0, Duration::from_secs(15));
+    assert!(log.contains("stop requested during boot"), "{log}");
+    assert!(agent.leftovers().is_empty(), "{:?}", agent.leftovers());
+}
