@@ -143,20 +143,25 @@ pub fn grafana(config: &grafana::Config, layout: &Layout, program: PathBuf) -> S
     );
     args.push(format!("--homepath={}", config.homepath.display()).into());
     args.extend(config.extra_args.iter().map(OsString::from));
-    let host = if config.http_addr.is_empty() || config.http_addr == "0.0.0.0" {
-        "127.0.0.1"
-    } else {
-        &config.http_addr
-    };
-    let ready = format!("{host}:{}", config.http_port)
-        .parse()
-        .ok()
+    let ready = grafana_probe_addr(&config.http_addr, config.http_port)
         .map(|a| (a, "/api/health".to_owned()));
     Spec {
         name: "grafana",
         program,
         args,
         ready,
+    }
+}
+
+/// Where to probe Grafana: loopback when it listens on every interface, else the configured
+/// address (a name is resolved). `None` (no probe: ready once started) only if it cannot be
+/// resolved at all, which Grafana itself would then fail on.
+fn grafana_probe_addr(http_addr: &str, port: u16) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    match http_addr.trim_matches(['[', ']']) {
+        "" | "0.0.0.0" => Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        "::" => Some(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))),
+        host => (host, port).to_socket_addrs().ok()?.next(),
     }
 }
 
@@ -195,6 +200,26 @@ mod tests {
             .map(|a| a.into_string().unwrap())
             .collect();
         assert!(s.contains(&"--storage.tsdb.path=/r/var/prometheus".into()));
+    }
+
+    #[test]
+    fn grafana_probe_addresses_follow_http_addr() {
+        assert_eq!(
+            grafana_probe_addr("", 3000),
+            Some("127.0.0.1:3000".parse().unwrap())
+        );
+        assert_eq!(
+            grafana_probe_addr("::", 3000),
+            Some("[::1]:3000".parse().unwrap())
+        );
+        assert_eq!(
+            grafana_probe_addr("10.1.2.3", 3000),
+            Some("10.1.2.3:3000".parse().unwrap())
+        );
+        assert_eq!(
+            grafana_probe_addr("localhost", 3000).map(|a| a.port()),
+            Some(3000)
+        );
     }
 
     #[test]
