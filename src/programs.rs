@@ -9,7 +9,6 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::install::validate::find_program;
 use crate::layout::{self, Layout};
 use crate::render::grafana::{self, Enabled};
 use crate::render::prometheus::{self, Mode};
@@ -23,6 +22,17 @@ pub enum Error {
     NoGrafana,
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A program's path, if it can be found: a path as given, or a name on PATH.
+pub fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 /// Prometheus' major version from `prometheus --version` (`prometheus, version 2.42.0+ds …`).
@@ -128,6 +138,30 @@ pub fn grafana_binary(config: &grafana::Config) -> Result<Option<PathBuf>, Error
     }
 }
 
+/// Grafana's major version: as configured, else from the binary moninit would run
+/// (`grafana.binary`, or `grafana`/`grafana-server` on PATH), else the assumed one.
+pub fn grafana_version(config: &grafana::Config) -> u32 {
+    let detected = || {
+        let binary = grafana_binary(config).ok().flatten()?;
+        parse_grafana_version(&version_output(&binary)?)
+    };
+    config
+        .version
+        .or_else(detected)
+        .unwrap_or(grafana::Config::ASSUMED_VERSION)
+}
+
+/// `grafana version 12.1.0` (or `Version 12.1.0 (commit: …)`) → 12.
+fn parse_grafana_version(text: &str) -> Option<u32> {
+    let lower = text.to_ascii_lowercase();
+    let rest = lower
+        .split("version")
+        .nth(1)?
+        .trim_start()
+        .trim_start_matches('v');
+    rest.split('.').next()?.trim().parse().ok()
+}
+
 /// Grafana's supervision spec: `grafana server` (or the older `grafana-server`).
 pub fn grafana(config: &grafana::Config, layout: &Layout, program: PathBuf) -> Spec {
     let mut args: Vec<OsString> = Vec::new();
@@ -200,6 +234,21 @@ mod tests {
             .map(|a| a.into_string().unwrap())
             .collect();
         assert!(s.contains(&"--storage.tsdb.path=/r/var/prometheus".into()));
+    }
+
+    #[test]
+    fn grafana_version_strings_give_the_major() {
+        assert_eq!(parse_grafana_version("grafana version 12.1.0\n"), Some(12));
+        assert_eq!(
+            parse_grafana_version("Version 13.0.0 (commit: abc, branch: HEAD)"),
+            Some(13)
+        );
+        assert_eq!(parse_grafana_version("nothing"), None);
+        let pinned = grafana::Config {
+            version: Some(13),
+            ..Default::default()
+        };
+        assert_eq!(grafana_version(&pinned), 13);
     }
 
     #[test]

@@ -39,6 +39,14 @@ impl Secret {
         Secret(value)
     }
 
+    /// Whether `text` holds this secret, as is or in an escaped form a template may write.
+    pub fn appears_in(&self, text: &str) -> bool {
+        text.contains(&*self.0)
+            || escaped_forms(&self.0)
+                .iter()
+                .any(|f| text.contains(f.as_str()))
+    }
+
     /// The value itself, for the one place that needs it (a rendered file, a signature).
     pub fn expose(&self) -> &str {
         &self.0
@@ -105,12 +113,6 @@ impl Registry {
         }
         out
     }
-
-    /// Whether `text` contains any registered value.
-    pub fn contains_secret(&self, text: &str) -> bool {
-        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
-        values.iter().any(|v| text.contains(&**v))
-    }
 }
 
 /// The process-wide registry used by logging and error reporting.
@@ -142,8 +144,14 @@ mod tests {
         r.register("abcd");
         r.register("abcdefgh");
         assert_eq!(r.mask("x abcdefgh y abcd"), format!("x {MASK} y {MASK}"));
-        assert!(r.contains_secret("..abcd.."));
-        assert!(!r.contains_secret("abc"));
+    }
+
+    #[test]
+    fn a_secret_is_recognised_in_its_escaped_forms() {
+        let s = Secret::new("it's \"quoted\"");
+        assert!(s.appears_in("x: 'it''s \"quoted\"'"));
+        assert!(s.appears_in(&serde_json::to_string(s.expose()).unwrap()));
+        assert!(!s.appears_in("unrelated"));
     }
 
     #[test]

@@ -84,10 +84,7 @@ pub async fn prepare(config: &Config, layout: Layout) -> Result<Prepared, Error>
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let identity = config.identity(&region, &facts, &snapshot.params, &hostname)?;
-    let grafana_version = config
-        .grafana
-        .version
-        .unwrap_or_else(detect_grafana_version);
+    let grafana_version = crate::programs::grafana_version(&config.grafana);
     let amp_endpoint = config.amp_endpoint(&region);
     let settings = render::Settings {
         identity: &identity,
@@ -104,7 +101,7 @@ pub async fn prepare(config: &Config, layout: Layout) -> Result<Prepared, Error>
     let rendered = Instant::now();
 
     let options = validate::Options {
-        promtool: validate::find_program(&config.prometheus.promtool),
+        promtool: crate::programs::find_program(&config.prometheus.promtool),
         agent: config.prometheus.mode == render::prometheus::Mode::Agent,
     };
     validate::validate(&files, &options)
@@ -171,46 +168,4 @@ pub async fn check(config_path: &Path) -> Result<(), Error> {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
-}
-
-/// Grafana's major version from its binary (`grafana --version`), else the assumed one.
-fn detect_grafana_version() -> u32 {
-    for program in ["grafana", "grafana-server"] {
-        let Some(path) = validate::find_program(Path::new(program)) else {
-            continue;
-        };
-        let Some(text) = crate::programs::version_output(&path) else {
-            continue;
-        };
-        if let Some(major) = parse_grafana_version(&text) {
-            return major;
-        }
-    }
-    render::grafana::Config::ASSUMED_VERSION
-}
-
-/// `grafana version 12.1.0` (or `Version 12.1.0 (commit: …)`) → 12.
-fn parse_grafana_version(text: &str) -> Option<u32> {
-    let lower = text.to_ascii_lowercase();
-    let rest = lower
-        .split("version")
-        .nth(1)?
-        .trim_start()
-        .trim_start_matches('v');
-    rest.split('.').next()?.trim().parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grafana_version_strings_give_the_major() {
-        assert_eq!(parse_grafana_version("grafana version 12.1.0\n"), Some(12));
-        assert_eq!(
-            parse_grafana_version("Version 13.0.0 (commit: abc, branch: HEAD)"),
-            Some(13)
-        );
-        assert_eq!(parse_grafana_version("nothing"), None);
-    }
 }

@@ -116,12 +116,11 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         Some(readiness.clone()),
         started.admin.clone(),
     ));
-    let managed = reaper::managed().clone();
-    tokio::spawn(reaper::run(managed.clone(), started.reaper.clone()));
+    tokio::spawn(reaper::run(started.reaper.clone()));
 
     // A stop asked for during boot stops whatever has started, in order, and exits 0.
     let result = tokio::select! {
-        r = boot_children(&config, &layout, &mut started, &proxy_metrics, &sup_metrics, &readiness, &managed, boot) => Some(r),
+        r = boot_children(&config, &layout, &mut started, &proxy_metrics, &sup_metrics, &readiness) => Some(r),
         _ = signals.terminated() => None,
     };
     let grafana_enabled = match result {
@@ -154,7 +153,6 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     outcome.and(stopped)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn boot_children(
     config: &Config,
     layout: &Layout,
@@ -162,8 +160,6 @@ async fn boot_children(
     proxy_metrics: &metrics::Proxy,
     sup_metrics: &metrics::Supervisor,
     readiness: &Arc<Readiness>,
-    managed: &reaper::Managed,
-    boot: Instant,
 ) -> Result<bool, Error> {
     // `prometheus --version` runs while the inputs are fetched.
     let prometheus_spec = {
@@ -213,7 +209,6 @@ async fn boot_children(
 
     let shared = supervise::Shared {
         config: config.supervise.clone(),
-        managed: managed.clone(),
         readiness: readiness.clone(),
         metrics: sup_metrics.clone(),
     };
@@ -240,10 +235,6 @@ async fn boot_children(
     ));
     handle.first_ready().await?;
     sup_metrics.phase("grafana", t.elapsed());
-    tracing::debug!(
-        elapsed_ms = boot.elapsed().as_millis() as u64,
-        "children ready"
-    );
     Ok(true)
 }
 

@@ -209,17 +209,6 @@ async fn promtool_check(promtool: &Path, files: &[OutputFile], agent: bool) -> R
     ))))
 }
 
-/// promtool's path, if it can be found: an absolute path as given, or a name on PATH.
-pub fn find_program(program: &Path) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return program.is_file().then(|| program.to_owned());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

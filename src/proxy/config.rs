@@ -171,22 +171,37 @@ impl Settings {
         let upstream = Upstream::parse(amp_endpoint).map_err(|e| format!("amp_endpoint: {e}"))?;
         let workspace = config.only_own_workspace.then(|| workspace_id.to_owned());
         let routes = Table::new(route::amp(), workspace, vec![upstream.host().to_owned()]);
-        Ok(Settings {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.port),
+        let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.port);
+        let signer = Signer {
+            service: "aps".into(),
+            region: region.to_owned(),
+            content_sha256_header: true,
+        };
+        Ok(Settings::new(config, listen, upstream, signer, routes))
+    }
+
+    /// Settings whose limits, timeouts and credentials come from `config`; no `--sign-host`,
+    /// nothing extra stripped.
+    pub fn new(
+        config: &Config,
+        listen: SocketAddr,
+        upstream: Upstream,
+        signer: Signer,
+        routes: Table,
+    ) -> Self {
+        let secs = Duration::from_secs;
+        Settings {
+            listen,
             upstream,
             sign_host: None,
-            signer: Signer {
-                service: "aps".into(),
-                region: region.to_owned(),
-                content_sha256_header: true,
-            },
+            signer,
             routes,
             body_limit: config.body_limit_bytes,
             max_concurrent: config.max_concurrent_requests,
-            header_timeout: Duration::from_secs(config.header_timeout_secs),
-            body_timeout: Duration::from_secs(config.body_timeout_secs),
-            connect_timeout: Duration::from_secs(config.connect_timeout_secs),
-            upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
+            header_timeout: secs(config.header_timeout_secs),
+            body_timeout: secs(config.body_timeout_secs),
+            connect_timeout: secs(config.connect_timeout_secs),
+            upstream_timeout: secs(config.upstream_timeout_secs),
             unsigned_payload: config.unsigned_payload,
             strip: Vec::new(),
             assume: AssumeRole {
@@ -194,7 +209,7 @@ impl Settings {
                 external_id: config.external_id.clone(),
                 session_name: config.session_name.clone(),
             },
-        })
+        }
     }
 }
 

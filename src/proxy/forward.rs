@@ -110,7 +110,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
     let route = match state
         .settings
         .routes
-        .check(req.method(), Some(host), req.uri().path())
+        .check(req.method(), host, req.uri().path())
     {
         Ok(route) => route.name,
         Err(refusal) => {

@@ -139,17 +139,11 @@ impl Table {
         }
     }
 
-    /// The route for this request, or why it is refused.
-    pub fn check(
-        &self,
-        method: &Method,
-        host: Option<&str>,
-        path: &str,
-    ) -> Result<&Route, Refusal> {
-        if let Some(host) = host {
-            if !self.host_allowed(host) {
-                return Err(Refusal::ForeignHost);
-            }
+    /// The route for this request, or why it is refused. `host` is the request's Host
+    /// header (empty when missing or unreadable, which no allowed host matches).
+    pub fn check(&self, method: &Method, host: &str, path: &str) -> Result<&Route, Refusal> {
+        if !self.host_allowed(host) {
+            return Err(Refusal::ForeignHost);
         }
         let segments = clean_segments(path).ok_or(Refusal::UncleanPath)?;
         let mut path_matched = false;
@@ -259,7 +253,7 @@ mod tests {
     #[test]
     fn amp_data_plane_paths_are_allowed() {
         let t = table();
-        let ok = |m: Method, p: &str| t.check(&m, Some("127.0.0.1:8005"), p).map(|r| r.name);
+        let ok = |m: Method, p: &str| t.check(&m, "127.0.0.1:8005", p).map(|r| r.name);
         assert_eq!(
             ok(Method::POST, "/workspaces/ws-abc/api/v1/remote_write"),
             Ok("remote_write")
@@ -292,7 +286,7 @@ mod tests {
     #[test]
     fn everything_else_is_refused_before_signing() {
         let t = table();
-        let check = |m: Method, h: &str, p: &str| t.check(&m, Some(h), p).map(|r| r.name);
+        let check = |m: Method, h: &str, p: &str| t.check(&m, h, p).map(|r| r.name);
         let local = "127.0.0.1:8005";
         assert_eq!(
             check(
@@ -365,14 +359,14 @@ mod tests {
         assert!(t
             .check(
                 &Method::POST,
-                None,
+                "localhost",
                 "/workspaces/ws-mine/api/v1/remote_write"
             )
             .is_ok());
         assert_eq!(
             t.check(
                 &Method::POST,
-                None,
+                "localhost",
                 "/workspaces/ws-other/api/v1/remote_write"
             )
             .unwrap_err(),

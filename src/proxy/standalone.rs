@@ -2,11 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::Method;
 
-use super::credentials::AssumeRole;
 use super::route::{self, Route, Table};
 use super::sign::Signer;
 use super::{Config, Settings, Upstream};
@@ -76,31 +74,24 @@ pub fn settings(args: &ProxyArgs) -> Result<Settings, String> {
                 .map_err(|_| format!("--strip `{h}`: not a header name"))
         })
         .collect::<Result<_, _>>()?;
-    let defaults = Config::default();
-    Ok(Settings {
-        listen: listen_addr(&args.port)?,
-        upstream,
-        sign_host: args.sign_host.clone(),
-        signer: Signer {
-            service: args.name.clone(),
-            region: args.region.clone(),
-            content_sha256_header: true,
-        },
-        routes: Table::new(routes, args.workspace.clone(), hosts),
-        body_limit: args.body_limit,
-        max_concurrent: args.max_concurrent.max(1),
-        header_timeout: Duration::from_secs(defaults.header_timeout_secs),
-        body_timeout: Duration::from_secs(defaults.body_timeout_secs),
-        connect_timeout: Duration::from_secs(defaults.connect_timeout_secs),
-        upstream_timeout: Duration::from_secs(defaults.upstream_timeout_secs),
+    let config = Config {
+        body_limit_bytes: args.body_limit,
+        max_concurrent_requests: args.max_concurrent.max(1),
+        role_arn: args.role_arn.clone(),
+        external_id: args.external_id.clone(),
         unsigned_payload: args.unsigned_payload,
-        strip,
-        assume: AssumeRole {
-            role_arn: args.role_arn.clone(),
-            external_id: args.external_id.clone(),
-            session_name: None,
-        },
-    })
+        ..Config::default()
+    };
+    let signer = Signer {
+        service: args.name.clone(),
+        region: args.region.clone(),
+        content_sha256_header: true,
+    };
+    let routes = Table::new(routes, args.workspace.clone(), hosts);
+    let mut settings = Settings::new(&config, listen_addr(&args.port)?, upstream, signer, routes);
+    settings.sign_host = args.sign_host.clone();
+    settings.strip = strip;
+    Ok(settings)
 }
 
 /// Runs the proxy until SIGINT or SIGTERM.

@@ -124,9 +124,12 @@ pub fn render(snapshot: &Snapshot, settings: &Settings<'_>) -> Result<Vec<Output
     }
     files.extend(rules);
     files.extend(dashboards);
+    // Secret-ness follows from the inputs alone (no global state): a file holding any secret
+    // parameter, as is or escaped, is private.
+    let secrets = snapshot.params.secrets();
     for file in &mut files {
         file.secret = std::str::from_utf8(&file.contents)
-            .is_ok_and(|t| crate::secret::global().contains_secret(t));
+            .is_ok_and(|t| secrets.iter().any(|s| s.appears_in(t)));
     }
     Ok(files)
 }

@@ -117,6 +117,22 @@ impl Params {
         }
     }
 
+    /// Every secret value in the tree.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        fn walk<'a>(map: &'a BTreeMap<String, Node>, out: &mut Vec<&'a Secret>) {
+            for node in map.values() {
+                match node {
+                    Node::Leaf(ParamValue::Secret { value, .. }) => out.push(value),
+                    Node::Leaf(ParamValue::Plain { .. }) => {}
+                    Node::Branch(m) => walk(m, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out);
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.root.is_empty()
     }

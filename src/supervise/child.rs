@@ -32,6 +32,9 @@ pub struct Running {
     pub child: Child,
     pub pid: i32,
     pub started: Instant,
+    /// Registered with the reaper for as long as this handle lives, so its exit status is
+    /// tokio's to collect.
+    _tracked: super::reaper::Tracked,
 }
 
 /// Starts `spec` in a new process group, forwarding its output to the log.
@@ -49,6 +52,7 @@ pub fn spawn(spec: &Spec) -> std::io::Result<Running> {
         // supervisor task dies, and then the child must not outlive it.
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
+    let _tracked = super::reaper::track(child.id());
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     let name = spec.name;
     if let Some(out) = child.stdout.take() {
@@ -62,6 +66,7 @@ pub fn spawn(spec: &Spec) -> std::io::Result<Running> {
         child,
         pid,
         started: Instant::now(),
+        _tracked,
     })
 }
 

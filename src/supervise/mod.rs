@@ -89,7 +89,6 @@ impl Readiness {
 #[derive(Clone)]
 pub struct Shared {
     pub config: Config,
-    pub managed: reaper::Managed,
     pub readiness: Arc<Readiness>,
     pub metrics: metrics::Supervisor,
 }
@@ -194,7 +193,6 @@ async fn manage(
             program: spec.program.display().to_string(),
             source,
         })?;
-        shared.managed.add(running.pid);
         let outcome = tokio::select! {
             r = child::wait_ready(&spec, &mut running, config.ready_timeout()) => Some(r),
             _ = stop.cancelled() => None,
@@ -202,12 +200,10 @@ async fn manage(
         let last = match outcome {
             None => {
                 child::stop(name, &mut running, config.stop_timeout()).await;
-                shared.managed.remove(running.pid);
                 return Ok(());
             }
             Some(Err(why)) => {
                 child::stop(name, &mut running, config.stop_timeout()).await;
-                shared.managed.remove(running.pid);
                 if booting {
                     return Err(Error::NotReady { child: name, why });
                 }
@@ -226,7 +222,6 @@ async fn manage(
                 );
                 tokio::select! {
                     status = running.child.wait() => {
-                        shared.managed.remove(running.pid);
                         // The leader is gone; whatever it left in its group goes too.
                         child::kill_group(running.pid, nix::sys::signal::Signal::SIGKILL);
                         use std::os::unix::process::ExitStatusExt;
@@ -240,7 +235,6 @@ async fn manage(
                         shared.readiness.set(name, false);
                         shared.metrics.child_up(name, false);
                         child::stop(name, &mut running, config.stop_timeout()).await;
-                        shared.managed.remove(running.pid);
                         return Ok(());
                     }
                     _ = restart.notified() => {
@@ -248,7 +242,6 @@ async fn manage(
                         shared.readiness.set(name, false);
                         shared.metrics.child_up(name, false);
                         child::stop(name, &mut running, config.stop_timeout()).await;
-                        shared.managed.remove(running.pid);
                         continue;
                     }
                 }

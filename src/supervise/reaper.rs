@@ -70,7 +70,7 @@ pub fn become_subreaper() {
 }
 
 /// Reaps orphaned zombies on every SIGCHLD (and every few seconds) until `shutdown`.
-pub async fn run(managed: Managed, shutdown: CancellationToken) {
+pub async fn run(shutdown: CancellationToken) {
     let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
         Ok(s) => s,
         Err(e) => {
@@ -86,42 +86,38 @@ pub async fn run(managed: Managed, shutdown: CancellationToken) {
         }
         // Give tokio the first chance at its own children.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        reap_orphans(&managed);
+        reap_orphans(managed());
         if shutdown.is_cancelled() {
             return;
         }
     }
 }
 
+/// This process's children as (pid, state letter), read from /proc.
+fn own_children() -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name, which is in parentheses and may contain spaces.
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+            let state = fields.next()?.to_owned();
+            let ppid = fields.next()?.parse::<i32>().ok()?;
+            (ppid == me).then_some((pid, state))
+        })
+        .collect()
+}
+
 /// Reaps every zombie child of this process that is not managed. Returns how many.
 pub fn reap_orphans(managed: &Managed) -> usize {
-    let me = std::process::id() as i32;
     let mut reaped = 0;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let (state, ppid) = (
-            fields.next(),
-            fields.next().and_then(|p| p.parse::<i32>().ok()),
-        );
-        if state == Some("Z")
-            && ppid == Some(me)
+    for (pid, state) in own_children() {
+        if state == "Z"
             && !managed.contains(pid)
             && waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok()
         {
@@ -137,36 +133,12 @@ pub fn reap_orphans(managed: &Managed) -> usize {
 /// then reaps them.
 pub async fn end_adopted(grace: Duration) {
     use nix::sys::signal::{kill, Signal};
-    let me = std::process::id() as i32;
     let adopted = || -> Vec<i32> {
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return out;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                continue;
-            };
-            let mut fields = rest.split_whitespace();
-            let (state, ppid) = (
-                fields.next(),
-                fields.next().and_then(|p| p.parse::<i32>().ok()),
-            );
-            if ppid == Some(me) && state != Some("Z") && !managed().contains(pid) {
-                out.push(pid);
-            }
-        }
-        out
+        own_children()
+            .into_iter()
+            .filter(|(pid, state)| state != "Z" && !managed().contains(*pid))
+            .map(|(pid, _)| pid)
+            .collect()
     };
     let pids = adopted();
     if pids.is_empty() {

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::http;
 use crate::support::process::{self, Owned};
 use crate::support::stand_ins::{Proxy, Verifier};
+use crate::support::{self, http};
 
 const WS: &str = "ws-0b1c2d3e-aaaa-bbbb-cccc-123456789012";
 
@@ -76,23 +76,20 @@ fn prometheus_remote_writes_through_the_proxy_and_every_request_is_verified() {
     let query = format!(
         "/workspaces/{WS}/api/v1/query?query=up%7Bjob%3D%22sender%22%2Ccluster%3D%22e2e%22%7D"
     );
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let found = loop {
-        let resp = proxy.send("GET", &query, &[], b"");
-        assert_eq!(resp.status, 200, "{}", resp.text());
-        let result = resp.json()["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !result.is_empty() {
-            break result;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no samples arrived through the proxy within 45 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let found = support::wait_for(
+        Duration::from_secs(45),
+        Duration::from_millis(500),
+        || "no samples arrived through the proxy".into(),
+        || {
+            let resp = proxy.send("GET", &query, &[], b"");
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            let result = resp.json()["data"]["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (!result.is_empty()).then_some(result)
+        },
+    );
     assert_eq!(found[0]["metric"]["__replica__"], "sender-1");
     let log = verifier.requests();
     let writes = log

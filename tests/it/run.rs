@@ -62,23 +62,16 @@ fn boots_in_order_ships_signed_samples_and_stops_in_reverse_order() {
         .contains("moninit_child_up{child=\"grafana\"} 1"));
 
     // Samples arrive at the AMP stand-in, signed and verified.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let r = http::get(
-            receiver,
-            "/api/v1/query?query=up%7Bcluster%3D%22test%22%2Cjob%3D%22moninit%22%7D",
-        )
-        .unwrap();
-        if !r.json()["data"]["result"].as_array().unwrap().is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no samples arrived:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let query = "/api/v1/query?query=up%7Bcluster%3D%22test%22%2Cjob%3D%22moninit%22%7D";
+    support::wait_for(
+        Duration::from_secs(40),
+        Duration::from_millis(500),
+        || format!("no samples arrived:\n{}", agent.log_text()),
+        || {
+            let r = http::get(receiver, query).unwrap();
+            (!r.json()["data"]["result"].as_array().unwrap().is_empty()).then_some(())
+        },
+    );
 
     // SIGTERM: Grafana, then Prometheus (flushing), then the proxy; exit 0; nothing left.
     std::thread::sleep(Duration::from_secs(2));
@@ -138,18 +131,12 @@ fn a_killed_prometheus_is_restarted_with_growing_delays() {
         let pid = agent.child_pid("prometheus").expect("prometheus running");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
         let killed = Instant::now();
-        let deadline = killed + Duration::from_secs(20);
-        loop {
-            if agent.child_pid("prometheus").is_some_and(|p| p != pid) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not restarted:\n{}",
-                agent.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        support::wait_for(
+            Duration::from_secs(20),
+            Duration::from_millis(20),
+            || format!("prometheus not restarted:\n{}", agent.log_text()),
+            || agent.child_pid("prometheus").filter(|p| *p != pid),
+        );
         delays.push(killed.elapsed());
         agent.wait_ready(Duration::from_secs(20));
     }
@@ -305,24 +292,20 @@ fn sighup_rerenders_reloads_prometheus_restarts_grafana_and_survives_bad_input()
     )
     .unwrap();
     agent.process.signal(Signal::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let reloaded = agent
-            .log_text()
-            .contains("prometheus reloaded its configuration");
-        let restarted = agent
-            .child_pid("grafana_stand_in")
-            .is_some_and(|p| p != grafana_pid);
-        if reloaded && restarted {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reload incomplete:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || format!("reload incomplete:\n{}", agent.log_text()),
+        || {
+            let reloaded = agent
+                .log_text()
+                .contains("prometheus reloaded its configuration");
+            let restarted = agent
+                .child_pid("grafana_stand_in")
+                .is_some_and(|p| p != grafana_pid);
+            (reloaded && restarted).then_some(())
+        },
+    );
     agent.wait_ready(Duration::from_secs(30));
     assert!(support::read(&rendered, "prometheus/prometheus.yml").contains("job_name: extra"));
     assert!(rendered.join("grafana/dashboards/Node/extra.json").exists());

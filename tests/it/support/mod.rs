@@ -295,3 +295,24 @@ pub fn render_from_moto(seed: &Seed) -> (Moto, tempfile::TempDir, PathBuf) {
     assert!(output.status.success(), "{}", text(&output));
     (moto, work, out)
 }
+
+/// Polls `probe` every `every` until it yields a value; panics with `what()` after `timeout`.
+pub fn wait_for<T>(
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    what: impl Fn() -> String,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?}: {}",
+            what()
+        );
+        std::thread::sleep(every);
+    }
+}
