@@ -18,7 +18,9 @@
 //! - [`proxy`]: the SigV4 signing proxy; [`secret`]: values that never reach a log;
 //! - [`logging`]: the tracing subscriber, which masks secrets in every line.
 
-#![forbid(unsafe_code)]
+// One narrowly scoped exception: `supervise::child::die_with_parent` (PR_SET_PDEATHSIG
+// between fork and exec), documented where it lives.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod app;

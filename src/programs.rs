@@ -117,6 +117,9 @@ pub fn prometheus(config: &prometheus::Config, layout: &Layout) -> Result<Spec, 
         args: prometheus_args(config, layout, major),
         program,
         ready: Some((addr, "/-/ready".into())),
+        listen: Some(addr),
+        // Its data directory: two Prometheus on one WAL is what must never happen.
+        marker: Some(layout.state("prometheus").into_os_string()),
     })
 }
 
@@ -179,11 +182,23 @@ pub fn grafana(config: &grafana::Config, layout: &Layout, program: PathBuf) -> S
     args.extend(config.extra_args.iter().map(OsString::from));
     let ready = grafana_probe_addr(&config.http_addr, config.http_port)
         .map(|a| (a, "/api/health".to_owned()));
+    let listen = grafana_listen_addr(&config.http_addr, config.http_port);
     Spec {
         name: "grafana",
         program,
         args,
         ready,
+        listen,
+        marker: Some(layout.rendered(layout::GRAFANA_INI).into_os_string()),
+    }
+}
+
+/// The address Grafana binds: every interface when `http_addr` is empty.
+fn grafana_listen_addr(http_addr: &str, port: u16) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    match http_addr.trim_matches(['[', ']']) {
+        "" => Some(SocketAddr::from(([0, 0, 0, 0], port))),
+        host => (host, port).to_socket_addrs().ok()?.next(),
     }
 }
 

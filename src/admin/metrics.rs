@@ -142,6 +142,13 @@ pub struct ChildLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrashLabel {
+    pub child: &'static str,
+    /// `fast` (part of a possible crash loop) or `sporadic` (after a stable run).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: &'static str,
 }
@@ -151,6 +158,7 @@ pub struct PhaseLabel {
 pub struct Supervisor {
     up: Family<ChildLabel, Gauge>,
     restarts: Family<ChildLabel, Counter>,
+    crashes: Family<CrashLabel, Counter>,
     last_exit_code: Family<ChildLabel, Gauge>,
     last_exit_signal: Family<ChildLabel, Gauge>,
     phase_seconds: Family<PhaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -170,6 +178,11 @@ impl Supervisor {
             "child_restarts",
             "Restarts after a crash or failed readiness",
             self.restarts.clone(),
+        );
+        r.register(
+            "child_crashes",
+            "Failed runs by kind: fast (never ready, or gone within supervise.fast_failure_secs of ready) or sporadic",
+            self.crashes.clone(),
         );
         r.register(
             "child_last_exit_code",
@@ -204,6 +217,12 @@ impl Supervisor {
 
     pub fn restarted(&self, child: &'static str) {
         self.restarts.get_or_create(&ChildLabel { child }).inc();
+    }
+
+    pub fn crashed(&self, child: &'static str, kind: &'static str) {
+        self.crashes
+            .get_or_create(&CrashLabel { child, kind })
+            .inc();
     }
 
     pub fn exited(&self, child: &'static str, code: Option<i32>, signal: Option<i32>) {

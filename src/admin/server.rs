@@ -61,7 +61,12 @@ pub async fn serve(
                             Err(waiting) => Response::builder()
                                 .status(StatusCode::SERVICE_UNAVAILABLE)
                                 .body(Full::new(Bytes::from(format!(
-                                    "not ready: {}\n",
+                                    "{}: {}\n",
+                                    if readiness.as_ref().is_some_and(|r| r.is_booted()) {
+                                        "degraded"
+                                    } else {
+                                        "not ready"
+                                    },
                                     waiting.join(", ")
                                 )))),
                         },

@@ -20,7 +20,7 @@ pub enum Error {
     #[error("config: {0}")]
     Config(#[from] config::Error),
     #[error("fetch: {0}")]
-    Source(#[from] source::Error),
+    Source(source::Error),
     #[error("render: {0}")]
     Render(#[from] render::Error),
     #[error("validate: {0}")]
@@ -40,6 +40,24 @@ pub enum Error {
     },
 }
 
+impl From<source::Error> for Error {
+    /// A fetch that worked but brought a malformed parameters file, or parameter names that
+    /// cannot form one tree, is the input's fault: a render error (exit 5), like any other
+    /// malformed input file. Everything else is the fetch's (exit 4).
+    fn from(e: source::Error) -> Self {
+        match e {
+            source::Error::Malformed { origin, message } => {
+                Error::Render(render::Error::Input { origin, message })
+            }
+            source::Error::Params(message) => Error::Render(render::Error::Input {
+                origin: "parameters".into(),
+                message,
+            }),
+            other => Error::Source(other),
+        }
+    }
+}
+
 impl Error {
     /// Documented in the README: 2 usage (clap), 3 config, 4 fetch, 5 render, 6 validation,
     /// 7 install, 8 proxy or admin set-up (port taken, non-loopback bind, no credentials
@@ -51,7 +69,7 @@ impl Error {
             Error::Render(_) => 5,
             Error::Validate(_) => 6,
             Error::Install(_) => 7,
-            Error::Proxy(_) => 8,
+            Error::Proxy(_) | Error::Supervise(crate::supervise::Error::PortTaken { .. }) => 8,
             Error::Supervise(_) | Error::Programs(_) | Error::State { .. } => 9,
         }
     }
@@ -68,11 +86,15 @@ pub struct Prepared {
 }
 
 /// Fetches, renders and validates for `layout`; writes nothing.
-pub async fn prepare(config: &Config, layout: Layout) -> Result<Prepared, Error> {
+pub async fn prepare(
+    config: &Config,
+    layout: Layout,
+    occasion: source::Occasion,
+) -> Result<Prepared, Error> {
     let started = Instant::now();
     let facts = imds::discover(config.imds_needs()).await?;
     let region = config.region(&facts)?;
-    let snapshot = source::fetch_all(&config.sources, &region, &config.fetch).await?;
+    let snapshot = source::fetch_all(&config.sources, &region, &config.fetch, occasion).await?;
     let fetched = Instant::now();
     tracing::info!(
         files = snapshot.files.len(),
@@ -103,6 +125,7 @@ pub async fn prepare(config: &Config, layout: Layout) -> Result<Prepared, Error>
     let options = validate::Options {
         promtool: crate::programs::find_program(&config.prometheus.promtool),
         agent: config.prometheus.mode == render::prometheus::Mode::Agent,
+        job_origins: render::job_origins(&snapshot),
     };
     validate::validate(&files, &options)
         .await
@@ -134,7 +157,7 @@ pub async fn render(config_path: &Path, out: Option<PathBuf>, diff: bool) -> Res
     if let Some(out) = out {
         layout = layout.with_config_dir(&absolute(&out));
     }
-    let prepared = prepare(&config, layout).await?;
+    let prepared = prepare(&config, layout, source::Occasion::Command).await?;
     let root = &prepared.layout.config_dir;
     if diff {
         let text = install::diff(root, &prepared.files).map_err(Error::Install)?;
@@ -161,7 +184,12 @@ pub async fn render(config_path: &Path, out: Option<PathBuf>, diff: bool) -> Res
 /// `moninit check`: prepare and report; write nothing.
 pub async fn check(config_path: &Path) -> Result<(), Error> {
     let config = Config::load(config_path)?;
-    let prepared = prepare(&config, Layout::new(&config.output)).await?;
+    let prepared = prepare(
+        &config,
+        Layout::new(&config.output),
+        source::Occasion::Command,
+    )
+    .await?;
     println!("ok: {} files rendered and valid", prepared.files.len());
     Ok(())
 }

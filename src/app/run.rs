@@ -29,6 +29,7 @@ use crate::layout::Layout;
 use crate::programs;
 use crate::proxy::{self, Settings};
 use crate::signals::Signals;
+use crate::source;
 use crate::supervise::{self, reaper, Handle, Readiness};
 
 /// Everything started so far, stopped in the documented order.
@@ -167,7 +168,7 @@ async fn boot_children(
         tokio::task::spawn_blocking(move || programs::prometheus(&config, &layout))
     };
     status("fetching and rendering configuration");
-    let prepared = prepare(config, layout.clone())
+    let prepared = prepare(config, layout.clone(), source::Occasion::Boot)
         .await
         .inspect_err(|_| sup_metrics.rendered(false))?;
     for (phase, took) in &prepared.phases {
@@ -284,7 +285,7 @@ async fn reload(
     status("reloading configuration");
     tracing::info!("SIGHUP: fetching and rendering again");
     let outcome = async {
-        let prepared = prepare(config, layout.clone()).await?;
+        let prepared = prepare(config, layout.clone(), source::Occasion::Reload).await?;
         install::install(&layout.config_dir, &prepared.files).map_err(Error::Install)
     }
     .await;

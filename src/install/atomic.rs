@@ -7,6 +7,10 @@
 //! fails part-way, the files already replaced are put back from the contents read before, so
 //! a reader sees either the old set or the new one. Unchanged files (same bytes, same mode)
 //! are not touched, so their mtimes stay and nothing watching them is woken.
+//!
+//! Directories that did not exist are created first and recorded; a failure removes them
+//! again (deepest first), so a failed install leaves the tree as it found it, directories
+//! included.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -48,6 +52,40 @@ pub fn current(path: &Path) -> std::io::Result<Previous> {
 
 /// Installs `entries` all or nothing. The error names the path that failed.
 pub fn install(entries: &[Entry]) -> Result<Report, (PathBuf, std::io::Error)> {
+    let mut created = Vec::new();
+    let result = install_in(entries, &mut created);
+    if result.is_err() {
+        remove_created(&created);
+    }
+    result
+}
+
+/// Creates `dir` and its missing ancestors, recording each one created (outermost first).
+fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => created.push(d.to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Removes directories an install created, deepest first; only if they are empty again.
+fn remove_created(created: &[PathBuf]) {
+    for dir in created.iter().rev() {
+        if let Err(e) = std::fs::remove_dir(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a directory created by a failed install");
+        }
+    }
+}
+
+fn install_in(
+    entries: &[Entry],
+    created: &mut Vec<PathBuf>,
+) -> Result<Report, (PathBuf, std::io::Error)> {
     let mut report = Report::default();
     let mut changed: Vec<(&Entry, Previous)> = Vec::new();
     for entry in entries {
@@ -60,9 +98,12 @@ pub fn install(entries: &[Entry]) -> Result<Report, (PathBuf, std::io::Error)> {
         }
     }
 
-    // Stage: nothing visible changes yet (new directories aside, which are harmless).
+    // Stage: nothing visible changes yet (new directories aside, removed again on failure).
     let mut staged: Vec<(NamedTempFile, &Entry, Previous)> = Vec::new();
     for (entry, old) in changed {
+        if let Some(dir) = entry.path.parent() {
+            create_dirs(dir, created).map_err(|e| (dir.to_owned(), e))?;
+        }
         let tmp = stage(entry).map_err(|e| (entry.path.clone(), e))?;
         staged.push((tmp, entry, old));
     }
@@ -90,7 +131,6 @@ pub fn install(entries: &[Entry]) -> Result<Report, (PathBuf, std::io::Error)> {
 
 fn stage(entry: &Entry) -> std::io::Result<NamedTempFile> {
     let dir = entry.path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
     let name = entry
         .path
         .file_name()
@@ -195,6 +235,19 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".moninit-tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_failed_install_removes_the_directories_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("blocked.yml/inner")).unwrap();
+        let deep = entry(dir.path(), "new/deeper/x.yml", "x");
+        let bad = entry(dir.path(), "blocked.yml", "x");
+        install(&[deep, bad]).unwrap_err();
+        assert!(
+            !dir.path().join("new").exists(),
+            "new directories left behind"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod atomic;
 mod grafana_schema;
+mod promtool;
 pub mod validate;
 
 use std::collections::BTreeSet;
@@ -111,7 +112,6 @@ pub fn install(root: &Path, files: &[OutputFile]) -> Result<Outcome, Error> {
         path: path.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(root).map_err(|e| io((root.to_owned(), e)))?;
     let previous = read_manifest(root);
     let mut all = entries(root, files);
     let current: BTreeSet<PathBuf> = files.iter().map(|f| f.path.clone()).collect();

@@ -4,24 +4,18 @@
 //! - Grafana provisioning files must match typed mirrors of Grafana's own structures.
 //! - Dashboards need a title; uids must be unique across all dashboards.
 //! - `grafana.ini` must be well-formed INI (sections, `key = value`, closed `"""` quotes).
-//! - When promtool is found, the Prometheus tree is written to a private temporary directory
-//!   and checked with `promtool check config` (`--agent` in agent mode), exactly as
-//!   Prometheus will read it, rule files included.
+//! - When promtool is found, the Prometheus tree is checked by [`super::promtool`].
 //!
 //! Any message that could quote file contents is passed through the secret registry.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use super::grafana_schema;
 use super::Error;
 use crate::layout;
 use crate::render::OutputFile;
 use crate::secret;
-
-/// How long promtool may take before validation fails.
-const PROMTOOL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What validation needs to know beyond the files.
 #[derive(Clone, Debug)]
@@ -30,6 +24,8 @@ pub struct Options {
     pub promtool: Option<PathBuf>,
     /// Prometheus runs in agent mode.
     pub agent: bool,
+    /// Scrape job name → the input file it came from ([`crate::render::job_origins`]).
+    pub job_origins: BTreeMap<String, String>,
 }
 
 fn invalid(file: &OutputFile, message: impl AsRef<str>) -> Error {
@@ -62,7 +58,9 @@ pub async fn validate(files: &[OutputFile], options: &Options) -> Result<(), Err
         }
     }
     match &options.promtool {
-        Some(promtool) => promtool_check(promtool, files, options.agent).await,
+        Some(promtool) => {
+            super::promtool::check(promtool, files, options.agent, &options.job_origins).await
+        }
         None => {
             tracing::info!("promtool not found; Prometheus config checked for YAML syntax only");
             Ok(())
@@ -140,73 +138,6 @@ fn check_ini(text: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-async fn promtool_check(promtool: &Path, files: &[OutputFile], agent: bool) -> Result<(), Error> {
-    let dir = tempfile::Builder::new()
-        .prefix("moninit-check-")
-        .tempdir()
-        .map_err(|e| Error::Io {
-            path: std::env::temp_dir().display().to_string(),
-            source: e,
-        })?;
-    let io = |path: &Path, e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    };
-    for file in files
-        .iter()
-        .filter(|f| f.path.starts_with(layout::PROMETHEUS_DIR))
-    {
-        let dest = dir.path().join(&file.path);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-        }
-        super::atomic::write_private(&dest, &file.contents).map_err(|e| io(&dest, e))?;
-    }
-    let config = dir.path().join(layout::PROMETHEUS_YML);
-    let mut cmd = tokio::process::Command::new(promtool);
-    cmd.arg("check").arg("config");
-    if agent {
-        cmd.arg("--agent");
-    }
-    cmd.arg(&config)
-        .kill_on_drop(true)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Promtool(format!("running {}: {e}", promtool.display())))?;
-    let _tracked = crate::supervise::reaper::track(child.id());
-    let output = tokio::time::timeout(PROMTOOL_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| {
-            Error::Promtool(format!(
-                "promtool did not finish within {} s",
-                PROMTOOL_TIMEOUT.as_secs()
-            ))
-        })?
-        .map_err(|e| Error::Promtool(format!("running {}: {e}", promtool.display())))?;
-    if output.status.success() {
-        tracing::debug!("promtool check config passed");
-        return Ok(());
-    }
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    // Show the paths as the user knows them, not the temporary copy.
-    let text = text.replace(&format!("{}/", dir.path().display()), "");
-    let detail: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    Err(Error::Promtool(secret::mask(&format!(
-        "promtool check config{} rejected {}: {}",
-        if agent { " --agent" } else { "" },
-        layout::PROMETHEUS_YML,
-        detail.join("; ")
-    ))))
 }
 
 #[cfg(test)]

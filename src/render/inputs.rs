@@ -39,12 +39,19 @@ pub fn text(file: &InputFile) -> Result<&str, Error> {
     })
 }
 
+/// One scrape config and the input file it came from.
+pub struct Scrape {
+    pub job: String,
+    pub origin: String,
+    pub config: Json,
+}
+
 /// Every scrape config from `prometheus/scrape_configs/*.yml`, as JSON values for templates.
 ///
 /// A file holds one scrape config (a mapping with `job_name`), a list of them, or a mapping
 /// with a `scrape_configs:` list, so a fragment cut from an existing prometheus.yml works.
 /// Job names must be unique across all files; the error names both files.
-pub fn scrape_configs(snapshot: &Snapshot) -> Result<Vec<Json>, Error> {
+pub fn scrape_configs(snapshot: &Snapshot) -> Result<Vec<Scrape>, Error> {
     let mut out = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (_, file) in yaml_files_in(snapshot, SCRAPE_CONFIGS_DIR) {
@@ -87,9 +94,13 @@ pub fn scrape_configs(snapshot: &Snapshot) -> Result<Vec<Json>, Error> {
                     "job_name `{job}` is already defined in {other}"
                 )));
             }
-            let json =
+            let config =
                 serde_json::to_value(&entry).map_err(|e| bad(format!("entry {}: {e}", i + 1)))?;
-            out.push(json);
+            out.push(Scrape {
+                job: job.clone(),
+                origin: file.origin.clone(),
+                config,
+            });
         }
     }
     Ok(out)

@@ -86,6 +86,14 @@ pub enum Error {
     },
 }
 
+/// Which input file each scrape job came from (job name → origin), so that an error found
+/// later in the rendered `prometheus.yml` can name the file a user has to fix.
+pub fn job_origins(snapshot: &Snapshot) -> std::collections::BTreeMap<String, String> {
+    inputs::scrape_configs(snapshot)
+        .map(|all| all.into_iter().map(|s| (s.job, s.origin)).collect())
+        .unwrap_or_default()
+}
+
 /// Renders every output file.
 pub fn render(snapshot: &Snapshot, settings: &Settings<'_>) -> Result<Vec<OutputFile>, Error> {
     let server_mode = settings.prometheus.mode == prometheus::Mode::Server;
@@ -99,6 +107,7 @@ pub fn render(snapshot: &Snapshot, settings: &Settings<'_>) -> Result<Vec<Output
         .filter_map(|f| f.path.strip_prefix(layout::PROMETHEUS_DIR).ok())
         .map(|p| p.display().to_string())
         .collect();
+    let scrape_configs = scrape_configs.into_iter().map(|s| s.config).collect();
     let context = context(snapshot, settings, scrape_configs, rule_names);
     let engine = templates::Engine::new(overrides)?;
 

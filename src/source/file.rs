@@ -19,13 +19,17 @@ pub const SECRETS_FILE: &str = "secrets.yaml";
 /// Reads every file under `dir` (following no symlinks out of it).
 pub async fn fetch(dir: &Path, config: &Config) -> Result<Snapshot, Error> {
     let dir = dir.to_owned();
+    let dir_name = dir.display().to_string();
     let max = config.max_object_bytes;
     let files = tokio::task::spawn_blocking(move || walk(&dir, max))
         .await
-        .map_err(|e| Error::Params(format!("reading local source: {e}")))??;
+        .map_err(|e| Error::Io {
+            path: dir_name.clone(),
+            source: std::io::Error::other(e),
+        })??;
     let mut snapshot = Snapshot::default();
     snapshot.files.extend(files);
-    extract_params(&mut snapshot, true)?;
+    extract_params(&mut snapshot)?;
     Ok(snapshot)
 }
 
@@ -76,26 +80,28 @@ fn walk(root: &Path, max: u64) -> Result<Vec<(String, InputFile)>, Error> {
     Ok(out)
 }
 
-/// Moves `params.yaml` (and, when `allow_secrets`, `secrets.yaml`) out of the snapshot's
-/// files into its parameters.
-pub fn extract_params(snapshot: &mut Snapshot, allow_secrets: bool) -> Result<(), Error> {
+/// Moves `params.yaml` and `secrets.yaml` out of the snapshot's files into its parameters.
+///
+/// Every file-layout source (S3 prefix or local directory) may hold both. A `secrets.yaml`
+/// is never an ordinary input file: dropped silently it would be a surprise, and served to
+/// templates as `files["secrets.yaml"]` its values would escape masking. Its values are
+/// registered as secrets the moment they are parsed, like SSM SecureStrings.
+pub fn extract_params(snapshot: &mut Snapshot) -> Result<(), Error> {
     if let Some(file) = snapshot.files.remove(PARAMS_FILE) {
         parse_params(&file, false, &mut snapshot.params)?;
     }
-    if allow_secrets {
-        if let Some(file) = snapshot.files.remove(SECRETS_FILE) {
-            parse_params(&file, true, &mut snapshot.params)?;
-        }
+    if let Some(file) = snapshot.files.remove(SECRETS_FILE) {
+        parse_params(&file, true, &mut snapshot.params)?;
     }
     Ok(())
 }
 
 fn parse_params(file: &InputFile, secret: bool, params: &mut Params) -> Result<(), Error> {
-    let text = std::str::from_utf8(&file.bytes).map_err(|_| Error::Input {
+    let text = std::str::from_utf8(&file.bytes).map_err(|_| Error::Malformed {
         origin: file.origin.clone(),
         message: "not UTF-8 text".into(),
     })?;
-    let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::Input {
+    let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::Malformed {
         origin: file.origin.clone(),
         // The YAML error may quote the offending text; for secrets.yaml that could be a secret.
         message: if secret {
@@ -108,7 +114,7 @@ fn parse_params(file: &InputFile, secret: bool, params: &mut Params) -> Result<(
         return Ok(());
     }
     let Value::Mapping(map) = doc else {
-        return Err(Error::Input {
+        return Err(Error::Malformed {
             origin: file.origin.clone(),
             message: "must be a mapping of names to values".into(),
         });
@@ -144,7 +150,7 @@ fn flatten(
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
                     _ => {
-                        return Err(Error::Input {
+                        return Err(Error::Malformed {
                             origin: origin.to_owned(),
                             message: format!("{prefix}: keys must be strings"),
                         })
@@ -167,7 +173,7 @@ fn flatten(
             out.push((prefix.to_owned(), b.to_string()));
             Ok(())
         }
-        _ => Err(Error::Input {
+        _ => Err(Error::Malformed {
             origin: origin.to_owned(),
             message: format!("{prefix}: values must be strings, numbers, booleans or mappings (SSM parameters are strings)"),
         }),

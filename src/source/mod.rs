@@ -181,10 +181,19 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    /// An input fetched fine but cannot be read as what it claims to be (a malformed
+    /// `params.yaml`): the input is wrong, not the fetch, so it is a render error (exit 5).
+    #[error("{origin}: {message}")]
+    Malformed { origin: String, message: String },
+    /// Parameters whose names cannot form one tree: also the input's fault (exit 5).
     #[error("{0}")]
     Params(String),
-    #[error("fetching the inputs did not finish within the boot deadline of {secs} s (fetch.deadline_secs); last sources pending: {pending}")]
-    Deadline { secs: u64, pending: String },
+    #[error("fetching the inputs did not finish within the {occasion} deadline of {secs} s (fetch.deadline_secs); last sources pending: {pending}")]
+    Deadline {
+        occasion: Occasion,
+        secs: u64,
+        pending: String,
+    },
     #[error("instance metadata (IMDSv2): {0}")]
     Imds(String),
 }
@@ -259,12 +268,34 @@ pub async fn aws_config(region: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// Why inputs are being fetched, so a missed deadline says which one it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Occasion {
+    /// `moninit run` starting.
+    Boot,
+    /// `moninit run` re-fetching on SIGHUP.
+    Reload,
+    /// `moninit render` or `moninit check`.
+    Command,
+}
+
+impl fmt::Display for Occasion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Occasion::Boot => "boot",
+            Occasion::Reload => "reload",
+            Occasion::Command => "fetch",
+        })
+    }
+}
+
 /// Fetches every source concurrently and overlays them in the listed order, within
 /// `config.deadline()`.
 pub async fn fetch_all(
     sources: &[SourceUrl],
     region: &str,
     config: &Config,
+    occasion: Occasion,
 ) -> Result<Snapshot, Error> {
     use std::collections::BTreeSet;
     use std::sync::Mutex;
@@ -288,7 +319,7 @@ pub async fn fetch_all(
                         .as_ref()
                         .expect("S3 client exists when an S3 source does");
                     let mut snap = s3::fetch(client, bucket, prefix, config).await?;
-                    file::extract_params(&mut snap, false)?;
+                    file::extract_params(&mut snap)?;
                     Ok(snap)
                 }
                 SourceUrl::Ssm { path } => {
@@ -315,6 +346,7 @@ pub async fn fetch_all(
                 let pending = pending.lock().unwrap_or_else(|e| e.into_inner());
                 let pending = pending.iter().cloned().collect::<Vec<_>>().join(", ");
                 return Err(Error::Deadline {
+                    occasion,
                     secs: config.deadline_secs,
                     pending,
                 });

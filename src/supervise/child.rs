@@ -4,18 +4,31 @@
 //!
 //! `NOTIFY_SOCKET` is removed from the child's environment: Grafana (and any sd_notify-aware
 //! program) would otherwise tell systemd "ready" before moninit has checked everything.
+//!
+//! Trust nothing moninit did not start:
+//! - before a start, the child's listen address must be free ([`ports::check_free`]): a
+//!   stranger on the port is named, and the child is not started against it;
+//! - readiness counts only when the answering socket belongs to the child's process group
+//!   ([`ports::group_listens`]), so a stranger answering `/-/ready` never makes moninit ready;
+//! - every child gets `PR_SET_PDEATHSIG` = SIGKILL, so it dies with moninit whatever kills
+//!   moninit (`kill -9` included). SIGKILL, not SIGTERM: a moninit that died took the
+//!   signing proxy with it, so a Prometheus told to stop would spend its whole flush deadline
+//!   failing to send; its WAL keeps the unsent samples for the next boot instead.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+
+use super::ports;
 
 /// What to run and how to tell it is ready.
 #[derive(Clone, Debug)]
@@ -25,6 +38,13 @@ pub struct Spec {
     pub args: Vec<OsString>,
     /// `GET http://ADDR/PATH` answering 200 means ready; `None`: ready once started.
     pub ready: Option<(SocketAddr, String)>,
+    /// The address the child binds: must be free before each start, and its listening
+    /// socket must be the child's for readiness to count.
+    pub listen: Option<SocketAddr>,
+    /// An argument only a child of this moninit's layout has (its data directory or config
+    /// file): a process carrying it that moninit did not start is left over from an earlier
+    /// run and is ended before a new child starts.
+    pub marker: Option<OsString>,
 }
 
 /// A started child.
@@ -32,6 +52,8 @@ pub struct Running {
     pub child: Child,
     pub pid: i32,
     pub started: Instant,
+    /// The child's last line on stderr: what a give-up message quotes.
+    pub last_stderr: Arc<Mutex<Option<String>>>,
     /// Registered with the reaper for as long as this handle lives, so its exit status is
     /// tokio's to collect.
     _tracked: super::reaper::Tracked,
@@ -51,34 +73,90 @@ pub fn spawn(spec: &Spec) -> std::io::Result<Running> {
         // Normally every child is stopped and waited for; this only matters if its
         // supervisor task dies, and then the child must not outlive it.
         .kill_on_drop(true);
+    die_with_parent(&mut cmd);
     let mut child = cmd.spawn()?;
     let _tracked = super::reaper::track(child.id());
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     let name = spec.name;
+    let last_stderr = Arc::new(Mutex::new(None));
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward_lines(name, "stdout", out));
+        tokio::spawn(forward_lines(name, "stdout", out, None));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward_lines(name, "stderr", err));
+        tokio::spawn(forward_lines(
+            name,
+            "stderr",
+            err,
+            Some(last_stderr.clone()),
+        ));
     }
     tracing::info!(child = name, pid, program = %spec.program.display(), "started");
     Ok(Running {
         child,
         pid,
         started: Instant::now(),
+        last_stderr,
         _tracked,
     })
+}
+
+/// Makes the child receive SIGKILL when moninit dies (`PR_SET_PDEATHSIG`), set in the child
+/// between fork and exec.
+///
+/// The one `unsafe` of the crate: `pre_exec` runs in the forked child, where only
+/// async-signal-safe calls are allowed; `prctl` and `getppid` are plain system calls and
+/// allocate nothing. The signal fires when the *thread* that forked exits, not only the
+/// process: children are spawned from tokio worker threads, which live as long as the
+/// runtime (moninit never uses `block_in_place`, which could retire one). If moninit died
+/// between fork and `prctl`, the child is already orphaned and gives up before exec.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "moninit exited before the child started",
+                ));
+            }
+            Ok(())
+        });
+    }
 }
 
 async fn forward_lines(
     name: &'static str,
     stream: &'static str,
     reader: impl tokio::io::AsyncRead + Unpin,
+    last: Option<Arc<Mutex<Option<String>>>>,
 ) {
     let mut lines = BufReader::new(reader).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "moninit::child", child = name, stream, "{line}");
+        if let Some(last) = &last {
+            if !line.trim().is_empty() {
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(line);
+            }
+        }
     }
+}
+
+impl Running {
+    /// The child's last stderr line, if it wrote one.
+    pub fn last_stderr(&self) -> Option<String> {
+        self.last_stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Refuses to start `spec` while its listen address is taken (the child would only fail
+/// to bind, and a stranger could pass its readiness probe).
+pub fn check_port(spec: &Spec) -> Result<(), ports::Taken> {
+    spec.listen.map_or(Ok(()), ports::check_free)
 }
 
 /// Waits until `spec`'s readiness check passes, the child exits, or `timeout` passes.
@@ -94,21 +172,45 @@ pub async fn wait_ready(
     // Probe every 10 ms for the first 2 s (readiness usually takes tens of milliseconds and
     // every probe is one loopback connection), then every 100 ms.
     let fast_until = Instant::now() + Duration::from_secs(2);
+    let port = spec.listen.map_or(addr.port(), |l| l.port());
+    let mut stranger = None;
     loop {
         if let Ok(Some(status)) = running.child.try_wait() {
-            return Err(format!(
-                "exited before becoming ready ({})",
-                describe(status)
-            ));
+            let mut why = format!("exited before becoming ready ({})", describe(status));
+            if let Some(line) = running.last_stderr() {
+                why.push_str(&format!("; last stderr line: {line}"));
+            }
+            // Most often the reason: someone else holds the port.
+            if let Some(holder) = ports::holder(port) {
+                why.push_str(&format!("; port {port} is held by {holder}"));
+            }
+            return Err(why);
         }
         if http_ok(*addr, path).await {
-            return Ok(());
+            if ports::group_listens(running.pid, port) {
+                return Ok(());
+            }
+            // Someone answered, but not our child: keep waiting for the child (it will
+            // most likely fail to bind and exit), and say who it was if time runs out.
+            if stranger.is_none() {
+                stranger = Some(ports::holder(port).map_or_else(
+                    || "a process that is not moninit's child".to_owned(),
+                    |h| h.to_string(),
+                ));
+                tracing::warn!(child = spec.name, %addr, answered_by = stranger.as_deref().unwrap_or(""), "a process that moninit did not start answers the readiness probe; not counted");
+            }
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            let mut why = format!(
                 "not ready at http://{addr}{path} within {} s",
                 timeout.as_secs()
-            ));
+            );
+            if let Some(who) = &stranger {
+                why.push_str(&format!(
+                    " (the port is answered by {who}, not by the child)"
+                ));
+            }
+            return Err(why);
         }
         let pause = if Instant::now() < fast_until { 10 } else { 100 };
         tokio::time::sleep(Duration::from_millis(pause)).await;

@@ -3,13 +3,20 @@
 //!
 //! - [`policy`]: restart and give-up decisions (pure) and the `supervise:` config;
 //! - [`child`]: one process at runtime (spawn, readiness probe, stop by process group);
+//! - [`ports`]: who holds a port, so readiness proves it is our child answering;
+//! - [`leftover`]: children of an earlier run on the same root, ended before a start;
 //! - [`reaper`]: subreaping of orphans without stealing our children's statuses.
+//!
+//! While a child is down between restarts, `/readyz` answers 503 "degraded" naming it and
+//! why, systemd's STATUS says the same, and `moninit_child_crashes_total{kind}` counts it.
 //!
 //! Each child has its own task; the order in which children start and stop belongs to
 //! [`crate::app`], which asks each task to stop and waits for it, one after the other.
 
 pub mod child;
+pub mod leftover;
 pub mod policy;
+pub mod ports;
 pub mod reaper;
 
 use std::collections::BTreeMap;
@@ -36,9 +43,14 @@ pub enum Error {
     },
     #[error("{child}: {why} (at boot: nothing was left running)")]
     NotReady { child: &'static str, why: String },
+    #[error("{child}: not started: {taken}. Stop that process, or move {child} with its listen setting (prometheus.listen, grafana.http_port)")]
+    PortTaken {
+        child: &'static str,
+        taken: ports::Taken,
+    },
     #[error("{child}: its supervisor failed ({why}); stopping so this instance can be replaced")]
     Panicked { child: &'static str, why: String },
-    #[error("{child}: gave up after {failures} failures within {window_s} s (last: {last}); stopping so this instance can be replaced")]
+    #[error("{child}: crash loop: gave up after {failures} failures within {window_s} s, each within seconds of its start (last: {last}); stopping so this instance can be replaced")]
     GaveUp {
         child: &'static str,
         failures: usize,
@@ -47,10 +59,11 @@ pub enum Error {
     },
 }
 
-/// Which children are ready, for `/readyz`.
+/// Which children are ready, for `/readyz`: `None` while starting, `Some(why)` while down
+/// between restarts.
 #[derive(Default)]
 pub struct Readiness {
-    children: Mutex<BTreeMap<&'static str, bool>>,
+    children: Mutex<BTreeMap<&'static str, Result<(), Option<String>>>>,
     booted: std::sync::atomic::AtomicBool,
 }
 
@@ -59,7 +72,20 @@ impl Readiness {
         self.children
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(child, ready);
+            .insert(child, if ready { Ok(()) } else { Err(None) });
+    }
+
+    /// `child` is down and being restarted, because `why`.
+    pub fn down(&self, child: &'static str, why: &str) {
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(child, Err(Some(why.to_owned())));
+    }
+
+    /// Whether boot has finished (so anything not ready now is a degradation).
+    pub fn is_booted(&self) -> bool {
+        self.booted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn booted(&self) {
@@ -71,8 +97,11 @@ impl Readiness {
         let children = self.children.lock().unwrap_or_else(|e| e.into_inner());
         let mut waiting: Vec<String> = children
             .iter()
-            .filter(|(_, r)| !**r)
-            .map(|(n, _)| n.to_string())
+            .filter_map(|(n, r)| match r {
+                Ok(()) => None,
+                Err(None) => Some(n.to_string()),
+                Err(Some(why)) => Some(format!("{n} down ({why}), restarting")),
+            })
             .collect();
         if !self.booted.load(std::sync::atomic::Ordering::SeqCst) {
             waiting.insert(0, "boot".into());
@@ -188,68 +217,58 @@ async fn manage(
     let mut history = policy::History::new(config);
     let mut booting = true;
     loop {
-        let mut running = child::spawn(&spec).map_err(|source| Error::Spawn {
-            child: name,
-            program: spec.program.display().to_string(),
-            source,
-        })?;
-        let outcome = tokio::select! {
-            r = child::wait_ready(&spec, &mut running, config.ready_timeout()) => Some(r),
-            _ = stop.cancelled() => None,
-        };
-        let last = match outcome {
-            None => {
-                child::stop(name, &mut running, config.stop_timeout()).await;
-                return Ok(());
+        let started = Instant::now();
+        let mut ready_at = None;
+        let last = match start_once(&spec, config).await {
+            Err(Start::Taken(taken)) if booting => {
+                return Err(Error::PortTaken { child: name, taken })
             }
-            Some(Err(why)) => {
-                child::stop(name, &mut running, config.stop_timeout()).await;
-                if booting {
-                    return Err(Error::NotReady { child: name, why });
-                }
-                tracing::warn!(child = name, reason = %why, "not ready");
-                why
+            Err(Start::Taken(taken)) => {
+                tracing::warn!(child = name, reason = %taken, "not started");
+                format!("not started: {taken}")
             }
-            Some(Ok(())) => {
-                booting = false;
-                shared.readiness.set(name, true);
-                shared.metrics.child_up(name, true);
-                let _ = ready_tx.send(true);
-                tracing::info!(
-                    child = name,
-                    ready_ms = running.started.elapsed().as_millis() as u64,
-                    "ready"
-                );
-                tokio::select! {
-                    status = running.child.wait() => {
-                        // The leader is gone; whatever it left in its group goes too.
-                        child::kill_group(running.pid, nix::sys::signal::Signal::SIGKILL);
-                        use std::os::unix::process::ExitStatusExt;
-                        let (code, signal) = status.as_ref().map(|s| (s.code(), s.signal())).unwrap_or((None, None));
-                        shared.metrics.exited(name, code, signal);
-                        let text = status.map(child::describe).unwrap_or_else(|e| e.to_string());
-                        tracing::warn!(child = name, status = %text, "exited");
-                        text
-                    }
-                    _ = stop.cancelled() => {
-                        shared.readiness.set(name, false);
-                        shared.metrics.child_up(name, false);
+            Err(Start::Spawn(source)) => {
+                return Err(Error::Spawn {
+                    child: name,
+                    program: spec.program.display().to_string(),
+                    source,
+                })
+            }
+            Ok(mut running) => {
+                let outcome = tokio::select! {
+                    r = child::wait_ready(&spec, &mut running, config.ready_timeout()) => Some(r),
+                    _ = stop.cancelled() => None,
+                };
+                match outcome {
+                    None => {
                         child::stop(name, &mut running, config.stop_timeout()).await;
                         return Ok(());
                     }
-                    _ = restart.notified() => {
-                        tracing::info!(child = name, "restarting for new configuration");
-                        shared.readiness.set(name, false);
-                        shared.metrics.child_up(name, false);
+                    Some(Err(why)) => {
                         child::stop(name, &mut running, config.stop_timeout()).await;
-                        continue;
+                        if booting {
+                            return Err(Error::NotReady { child: name, why });
+                        }
+                        tracing::warn!(child = name, reason = %why, "not ready");
+                        why
+                    }
+                    Some(Ok(())) => {
+                        booting = false;
+                        ready_at = Some(Instant::now());
+                        became_ready(&shared, name, &running, &ready_tx);
+                        match run_until_exit(&spec, &shared, &mut running, &stop, &restart).await {
+                            Exit::Stopped => return Ok(()),
+                            Exit::Restart => continue,
+                            Exit::Crashed(why) => why,
+                        }
                     }
                 }
             }
         };
         shared.readiness.set(name, false);
         shared.metrics.child_up(name, false);
-        match history.exited(running.started, Instant::now()) {
+        let run = policy::Run { started, ready_at };
+        match history.exited(run, Instant::now()) {
             policy::Decision::GiveUp { failures } => {
                 return Err(Error::GaveUp {
                     child: name,
@@ -258,10 +277,17 @@ async fn manage(
                     last,
                 });
             }
-            policy::Decision::Restart { delay } => {
+            policy::Decision::Restart { delay, kind } => {
                 shared.metrics.restarted(name);
+                shared.metrics.crashed(name, kind.as_str());
+                shared.readiness.down(name, &last);
+                status(&format!(
+                    "degraded: {name} down ({last}); restarting in {:.1} s",
+                    delay.as_secs_f64()
+                ));
                 tracing::info!(
                     child = name,
+                    failure = kind.as_str(),
                     delay_ms = delay.as_millis() as u64,
                     "restarting after backoff"
                 );
@@ -272,4 +298,100 @@ async fn manage(
             }
         }
     }
+}
+
+/// Why a start did not produce a running child.
+enum Start {
+    Taken(ports::Taken),
+    Spawn(std::io::Error),
+}
+
+/// Ends leftovers of an earlier run, checks the port is free, then spawns.
+async fn start_once(spec: &Spec, config: &Config) -> Result<child::Running, Start> {
+    if let Some(marker) = &spec.marker {
+        leftover::end(
+            spec.name,
+            marker,
+            config.stop_timeout().min(std::time::Duration::from_secs(5)),
+        )
+        .await;
+    }
+    child::check_port(spec).map_err(Start::Taken)?;
+    child::spawn(spec).map_err(Start::Spawn)
+}
+
+fn became_ready(
+    shared: &Shared,
+    name: &'static str,
+    running: &child::Running,
+    ready_tx: &watch::Sender<bool>,
+) {
+    let was_down = shared.readiness.is_booted() && shared.readiness.check().is_err();
+    shared.readiness.set(name, true);
+    shared.metrics.child_up(name, true);
+    let _ = ready_tx.send(true);
+    tracing::info!(
+        child = name,
+        ready_ms = running.started.elapsed().as_millis() as u64,
+        "ready"
+    );
+    if was_down && shared.readiness.check().is_ok() {
+        status("running");
+    }
+}
+
+/// How a ready child's run ended.
+enum Exit {
+    /// moninit asked it to stop.
+    Stopped,
+    /// Restarted on request (new configuration): not a failure.
+    Restart,
+    /// It exited by itself; why, for the log and the give-up message.
+    Crashed(String),
+}
+
+async fn run_until_exit(
+    spec: &Spec,
+    shared: &Shared,
+    running: &mut child::Running,
+    stop: &CancellationToken,
+    restart: &Notify,
+) -> Exit {
+    let name = spec.name;
+    let config = &shared.config;
+    tokio::select! {
+        status = running.child.wait() => {
+            // The leader is gone; whatever it left in its group goes too.
+            child::kill_group(running.pid, nix::sys::signal::Signal::SIGKILL);
+            use std::os::unix::process::ExitStatusExt;
+            let (code, signal) = status.as_ref().map(|s| (s.code(), s.signal())).unwrap_or((None, None));
+            shared.metrics.exited(name, code, signal);
+            let mut text = status.map(child::describe).unwrap_or_else(|e| e.to_string());
+            tracing::warn!(child = name, status = %text, "exited");
+            // Give the output forwarder a moment to read what the child wrote last.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if let Some(line) = running.last_stderr() {
+                text.push_str(&format!("; last stderr line: {line}"));
+            }
+            Exit::Crashed(text)
+        }
+        _ = stop.cancelled() => {
+            shared.readiness.set(name, false);
+            shared.metrics.child_up(name, false);
+            child::stop(name, running, config.stop_timeout()).await;
+            Exit::Stopped
+        }
+        _ = restart.notified() => {
+            tracing::info!(child = name, "restarting for new configuration");
+            shared.readiness.set(name, false);
+            shared.metrics.child_up(name, false);
+            child::stop(name, running, config.stop_timeout()).await;
+            Exit::Restart
+        }
+    }
+}
+
+/// systemd's STATUS line (ignored outside systemd).
+fn status(text: &str) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(text)]);
 }

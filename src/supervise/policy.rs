@@ -1,10 +1,18 @@
-//! Restart decisions, pure: given when a child started and when it exited, restart it after a
-//! jittered exponential delay, or give up. No processes, no clock: times are passed in.
+//! Restart decisions, pure: given how a child's run went, restart it after a jittered
+//! exponential delay, or give up. No processes, no clock: times are passed in.
 //!
-//! A run that lasted `healthy_after` or longer resets the backoff: a child that crashes once
-//! a day restarts quickly every time. Failures are counted in a sliding `window`; reaching
-//! `max_failures` means this instance cannot run its workload, so moninit gives up and exits
-//! non-zero for systemd and the autoscaling group to replace it.
+//! What failed decides what happens:
+//! - a **fast failure** is a run that never became ready, or ended less than
+//!   `fast_failure_secs` after it became ready. `max_failures` fast failures in a row, within
+//!   `failure_window_secs`, are a **crash loop**: this instance cannot run its workload, and
+//!   moninit gives up (exit 9);
+//! - a **sporadic crash** is a run that stayed up at least `fast_failure_secs` after it
+//!   became ready (an OOM kill under a cardinality spike, a rare bug). It proves the child
+//!   can run here, so it clears the fast-failure count and is restarted, with capped backoff,
+//!   for as long as crashes stay sporadic. It never makes moninit give up.
+//!
+//! A run that lasted `healthy_after_secs` resets the backoff: a child that crashes once a day
+//! restarts quickly every time.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -24,6 +32,9 @@ pub struct Config {
     pub max_failures: usize,
     /// The sliding window failures are counted in, in seconds.
     pub failure_window_secs: u64,
+    /// A run that ends less than this many seconds after becoming ready (or never becomes
+    /// ready) is a fast failure; a later crash is sporadic.
+    pub fast_failure_secs: u64,
     /// A run at least this long (seconds) resets the backoff.
     pub healthy_after_secs: u64,
     /// Seconds a child may take to become ready before it counts as failed.
@@ -39,6 +50,7 @@ impl Default for Config {
             restart_ceiling_secs: 60.0,
             max_failures: 5,
             failure_window_secs: 300,
+            fast_failure_secs: 10,
             healthy_after_secs: 600,
             ready_timeout_secs: 120,
             stop_timeout_secs: 30,
@@ -74,8 +86,33 @@ impl Config {
 /// What to do after a child exited.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Decision {
-    Restart { delay: Duration },
+    Restart { delay: Duration, kind: Failure },
     GiveUp { failures: usize },
+}
+
+/// How a run ended, for the decision and for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Never ready, or gone within `fast_failure_secs` of becoming ready.
+    Fast,
+    /// Gone after running ready for at least `fast_failure_secs`.
+    Sporadic,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Fast => "fast",
+            Failure::Sporadic => "sporadic",
+        }
+    }
+}
+
+/// One run of a child: when it started and, if it did, when it became ready.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    pub started: Instant,
+    pub ready_at: Option<Instant>,
 }
 
 /// One child's failure history.
@@ -105,28 +142,40 @@ impl History {
         }
     }
 
-    /// Records an exit of a run that started at `started` and ended at `now`.
-    pub fn exited(&mut self, started: Instant, now: Instant) -> Decision {
-        if now.duration_since(started) >= Duration::from_secs(self.config.healthy_after_secs) {
+    /// Records the end, at `now`, of `run`.
+    pub fn exited(&mut self, run: Run, now: Instant) -> Decision {
+        if now.duration_since(run.started) >= Duration::from_secs(self.config.healthy_after_secs) {
             self.backoff = backoff(&self.config, self.seed);
         }
-        let window = Duration::from_secs(self.config.failure_window_secs);
-        self.failures.push_back(now);
-        while self
-            .failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.failures.pop_front();
-        }
-        if self.failures.len() >= self.config.max_failures {
-            return Decision::GiveUp {
-                failures: self.failures.len(),
-            };
+        let stable = Duration::from_secs(self.config.fast_failure_secs);
+        let kind = match run.ready_at {
+            Some(ready) if now.duration_since(ready) >= stable => Failure::Sporadic,
+            _ => Failure::Fast,
+        };
+        match kind {
+            // It ran well: whatever failed fast before is not a loop any more.
+            Failure::Sporadic => self.failures.clear(),
+            Failure::Fast => {
+                let window = Duration::from_secs(self.config.failure_window_secs);
+                self.failures.push_back(now);
+                while self
+                    .failures
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > window)
+                {
+                    self.failures.pop_front();
+                }
+                if self.failures.len() >= self.config.max_failures {
+                    return Decision::GiveUp {
+                        failures: self.failures.len(),
+                    };
+                }
+            }
         }
         let ceiling = Duration::from_secs_f64(self.config.restart_ceiling_secs);
         Decision::Restart {
             delay: self.backoff.next().unwrap_or(ceiling),
+            kind,
         }
     }
 }
@@ -161,8 +210,24 @@ mod tests {
 
     fn delay(d: Decision) -> Duration {
         match d {
-            Decision::Restart { delay } => delay,
+            Decision::Restart { delay, .. } => delay,
             other => panic!("expected a restart, got {other:?}"),
+        }
+    }
+
+    /// A run from `start` that never became ready.
+    fn never_ready(start: Instant) -> Run {
+        Run {
+            started: start,
+            ready_at: None,
+        }
+    }
+
+    /// A run from `start`, ready 1 s later.
+    fn ready(start: Instant) -> Run {
+        Run {
+            started: start,
+            ready_at: Some(start + Duration::from_secs(1)),
         }
     }
 
@@ -177,7 +242,7 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..6 {
             t += Duration::from_secs(5);
-            delays.push(delay(h.exited(t - Duration::from_secs(1), t)));
+            delays.push(delay(h.exited(never_ready(t - Duration::from_secs(1)), t)));
         }
         let base = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0];
         for (d, b) in delays.iter().zip(base) {
@@ -196,10 +261,16 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..4 {
             let t = t0 + Duration::from_secs(i);
-            assert!(matches!(h.exited(t, t), Decision::Restart { .. }));
+            assert!(matches!(
+                h.exited(never_ready(t), t),
+                Decision::Restart { .. }
+            ));
         }
         let t = t0 + Duration::from_secs(4);
-        assert_eq!(h.exited(t, t), Decision::GiveUp { failures: 5 });
+        assert_eq!(
+            h.exited(never_ready(t), t),
+            Decision::GiveUp { failures: 5 }
+        );
     }
 
     #[test]
@@ -209,7 +280,7 @@ mod tests {
         for i in 0..10u64 {
             let t = t0 + Duration::from_secs(i * 20);
             assert!(
-                matches!(h.exited(t, t), Decision::Restart { .. }),
+                matches!(h.exited(never_ready(t), t), Decision::Restart { .. }),
                 "failure {i}"
             );
         }
@@ -219,10 +290,75 @@ mod tests {
     fn a_healthy_run_resets_the_backoff() {
         let mut h = History::with_seed(&config(), 3);
         let t0 = Instant::now();
-        let first = delay(h.exited(t0, t0));
-        let second = delay(h.exited(t0, t0 + Duration::from_secs(1)));
+        let first = delay(h.exited(never_ready(t0), t0));
+        let second = delay(h.exited(never_ready(t0), t0 + Duration::from_secs(1)));
         assert!(second.as_secs_f64() >= 2.0 && first.as_secs_f64() < 2.0);
-        let after_healthy = delay(h.exited(t0, t0 + Duration::from_secs(40)));
+        let after_healthy = delay(h.exited(ready(t0), t0 + Duration::from_secs(40)));
         assert!(after_healthy.as_secs_f64() < 2.0, "{after_healthy:?}");
+    }
+
+    /// Kills spaced like the OOM killer's under a cardinality spike: each run was ready and
+    /// served for a while. However many, moninit keeps restarting.
+    #[test]
+    fn sporadic_crashes_after_ready_runs_never_give_up() {
+        let mut h = History::with_seed(&config(), 5);
+        let mut t = Instant::now();
+        for i in 0..50 {
+            let run = ready(t);
+            t += Duration::from_secs(20);
+            match h.exited(run, t) {
+                Decision::Restart { kind, delay } => {
+                    assert_eq!(kind, Failure::Sporadic, "crash {i}");
+                    assert!(delay <= Duration::from_secs(16), "{delay:?}");
+                    t += delay;
+                }
+                other => panic!("crash {i}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_child_dying_seconds_after_ready_is_a_crash_loop() {
+        let mut h = History::with_seed(&config(), 5);
+        let mut t = Instant::now();
+        let mut decisions = Vec::new();
+        for _ in 0..5 {
+            let run = ready(t);
+            t += Duration::from_secs(3);
+            decisions.push(h.exited(run, t));
+            t += Duration::from_secs(1);
+        }
+        assert!(decisions[..4].iter().all(|d| matches!(
+            d,
+            Decision::Restart {
+                kind: Failure::Fast,
+                ..
+            }
+        )));
+        assert_eq!(decisions[4], Decision::GiveUp { failures: 5 });
+    }
+
+    #[test]
+    fn a_sporadic_crash_breaks_a_run_of_fast_failures() {
+        let mut h = History::with_seed(&config(), 9);
+        let mut t = Instant::now();
+        for round in 0..3 {
+            for _ in 0..4 {
+                assert!(
+                    matches!(h.exited(never_ready(t), t), Decision::Restart { .. }),
+                    "round {round}"
+                );
+                t += Duration::from_secs(1);
+            }
+            let run = ready(t);
+            t += Duration::from_secs(15);
+            assert!(matches!(
+                h.exited(run, t),
+                Decision::Restart {
+                    kind: Failure::Sporadic,
+                    ..
+                }
+            ));
+        }
     }
 }
