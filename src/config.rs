@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::render::{self, Identity};
 use crate::source::{self, imds, Params, SourceUrl};
-use crate::{admin, layout, proxy, supervise};
+use crate::{admin, asg, layout, proxy, supervise};
 
 /// Where the config is read from when neither `--config` nor `MONINIT_CONFIG` says.
 pub const DEFAULT_PATH: &str = "/etc/moninit/moninit.yaml";
@@ -58,6 +58,9 @@ pub struct Config {
     /// Restart and stop policy for the children.
     #[serde(default)]
     pub supervise: supervise::Config,
+    /// What moninit tells its autoscaling group.
+    #[serde(default)]
+    pub autoscaling: asg::Config,
 }
 
 fn auto() -> String {

@@ -16,7 +16,9 @@
 //! - [`render`]: Tera templates (built-in, overridable) → [`render::OutputFile`]s;
 //! - [`install`]: validation and atomic installation; [`layout`]: where files go;
 //! - [`proxy`]: the SigV4 signing proxy; [`secret`]: values that never reach a log;
-//! - [`logging`]: the tracing subscriber, which masks secrets in every line.
+//! - [`logging`]: the tracing subscriber, which masks secrets in every line;
+//! - [`supervise`]: children, readiness with identity, restart policy;
+//! - [`asg`]: telling the autoscaling group when this instance cannot recover.
 
 // One narrowly scoped exception: `supervise::child::die_with_parent` (PR_SET_PDEATHSIG
 // between fork and exec), documented where it lives.
@@ -24,6 +26,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod asg;
 pub mod cli;
 pub mod config;
 pub mod install;

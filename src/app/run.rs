@@ -124,8 +124,8 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         r = boot_children(&config, &layout, &mut started, &proxy_metrics, &sup_metrics, &readiness) => Some(r),
         _ = signals.terminated() => None,
     };
-    let grafana_enabled = match result {
-        Some(Ok(g)) => g,
+    let booted = match result {
+        Some(Ok(b)) => b,
         Some(Err(e)) => {
             let _ = started.stop().await;
             return Err(e);
@@ -139,7 +139,7 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     sup_metrics.phase("total", boot.elapsed());
     tracing::info!(
         boot_ms = boot.elapsed().as_millis() as u64,
-        grafana = grafana_enabled,
+        grafana = booted.grafana,
         "ready"
     );
     notify(&[NotifyState::Ready, NotifyState::Status("running")]);
@@ -151,7 +151,44 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     let outcome = supervise_loop(&config, &layout, &mut started, &sup_metrics, &mut signals).await;
     watchdog.cancel();
     let stopped = started.stop().await;
+    // Only here, after a healthy boot: a child given up on now is this instance's trouble,
+    // which a fresh one would not have. Boot failures above never get this far.
+    if let Err(e) = &outcome {
+        if config.autoscaling.report_unhealthy {
+            tell_the_group(&booted.identity, &e.to_string()).await;
+        }
+    }
     outcome.and(stopped)
+}
+
+/// What a successful boot learnt.
+struct Booted {
+    grafana: bool,
+    identity: crate::render::Identity,
+}
+
+async fn tell_the_group(identity: &crate::render::Identity, reason: &str) {
+    status("marking this instance unhealthy in its autoscaling group");
+    let known = source::imds::Facts {
+        instance_id: identity.instance_id.clone(),
+        autoscaling_group: identity.autoscaling_group.clone(),
+        ..Default::default()
+    };
+    match crate::asg::report_unhealthy(&identity.region, &known, reason).await {
+        Ok(crate::asg::Reported::Unhealthy { instance, group }) => {
+            tracing::warn!(
+                instance,
+                group,
+                "autoscaling group told: this instance is Unhealthy"
+            )
+        }
+        Ok(crate::asg::Reported::Skipped(why)) => {
+            tracing::info!(why, "no autoscaling group to tell")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not mark this instance unhealthy in its autoscaling group")
+        }
+    }
 }
 
 async fn boot_children(
@@ -161,7 +198,7 @@ async fn boot_children(
     proxy_metrics: &metrics::Proxy,
     sup_metrics: &metrics::Supervisor,
     readiness: &Arc<Readiness>,
-) -> Result<bool, Error> {
+) -> Result<Booted, Error> {
     // `prometheus --version` runs while the inputs are fetched.
     let prometheus_spec = {
         let (config, layout) = (config.prometheus.clone(), layout.clone());
@@ -226,7 +263,10 @@ async fn boot_children(
 
     let Some(binary) = programs::grafana_binary(&config.grafana)? else {
         tracing::info!("Grafana is not installed (grafana.enabled: auto): skipping it; its files are rendered for when it is");
-        return Ok(false);
+        return Ok(Booted {
+            grafana: false,
+            identity: prepared.identity,
+        });
     };
     status("starting grafana");
     let t = Instant::now();
@@ -236,7 +276,10 @@ async fn boot_children(
     ));
     handle.first_ready().await?;
     sup_metrics.phase("grafana", t.elapsed());
-    Ok(true)
+    Ok(Booted {
+        grafana: true,
+        identity: prepared.identity,
+    })
 }
 
 /// Waits for a stop signal, a reload signal, or a child given up on. A stop asked for during

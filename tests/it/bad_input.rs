@@ -262,3 +262,77 @@ fn server_mode_installs_rule_files_that_promtool_accepts() {
         .contains("rule_files:\n  - \"rules/up.yml\""));
     assert!(out.join("prometheus/rules/up.yml").exists());
 }
+
+#[test]
+fn a_scrape_config_promtool_rejects_is_traced_to_its_s3_key_job_and_rendered_line() {
+    let seed = Seed::examples();
+    let moto = Moto::start(&seed);
+    let text = fails_and_leaves_output_untouched(
+        Some(&moto.endpoint),
+        |_| support::moto_config(&seed),
+        |_, _| {
+            moto.python(
+                "boto3.client('s3', **kw).put_object(Bucket='moninit-test', \
+                 Key='monitoring/prometheus/scrape_configs/bad.yml', \
+                 Body=b'job_name: bad\\nbogus_key: 1\\nstatic_configs: [{targets: [\"a:1\"]}]\\n')",
+            );
+        },
+        6,
+    );
+    assert!(
+        text.contains("field bogus_key not found"),
+        "promtool's own words are kept: {text}"
+    );
+    assert!(
+        text.contains(
+            "in scrape job `bad` from s3://moninit-test/monitoring/prometheus/scrape_configs/bad.yml"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with('>')
+            && l.contains("| ")
+            && l.contains("bogus_key: 1")),
+        "the rendered line is quoted: {text}"
+    );
+    assert!(
+        !text.contains("moninit-check-"),
+        "a temporary path leaked: {text}"
+    );
+}
+
+#[test]
+fn a_malformed_params_yaml_is_a_render_error_naming_it() {
+    let text = fails_and_leaves_output_untouched(
+        None,
+        local,
+        |inputs, _| {
+            std::fs::write(inputs.join("params.yaml"), "workspace_id: [\n").unwrap();
+        },
+        5,
+    );
+    assert!(text.contains("params.yaml: invalid YAML"), "{text}");
+    assert!(text.contains("render: "), "{text}");
+}
+
+#[test]
+fn a_failed_install_leaves_no_new_directories() {
+    let inputs = support::inputs_copy();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // A file where the grafana directory must go: prometheus/ is created first, then the
+    // install fails on grafana/.
+    std::fs::write(out.join("grafana"), "in the way\n").unwrap();
+    let before = support::snapshot(&out);
+    let config = support::write_config(work.path(), &support::file_config(inputs.path()));
+    let output = support::render(None, &config, &out, &[]);
+    let text = support::text(&output);
+    assert_eq!(output.status.code(), Some(7), "{text}");
+    assert!(text.contains("grafana"), "{text}");
+    assert_eq!(
+        support::snapshot(&out),
+        before,
+        "the failed install changed the tree"
+    );
+}

@@ -11,4 +11,5 @@ mod proxy;
 mod run;
 mod secrets;
 mod sigv4_vectors;
+mod supervision;
 mod support;

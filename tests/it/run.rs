@@ -165,7 +165,10 @@ fn a_child_that_keeps_crashing_makes_moninit_give_up_and_exit_non_zero() {
     );
     let log = agent.exits_with(9, Duration::from_secs(30));
     assert!(
-        log.contains("prometheus: gave up after 4 failures within 60 s (last: exit code 3)"),
+        log.contains("prometheus: crash loop: gave up after 4 failures within 60 s")
+            && log.contains(
+                "(last: exit code 3; last stderr line: fake child: fatal: exiting with code 3)"
+            ),
         "{log}"
     );
     assert!(agent.leftovers().is_empty(), "{:?}", agent.leftovers());

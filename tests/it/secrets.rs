@@ -54,3 +54,45 @@ fn a_secret_in_an_error_message_is_masked() {
     assert!(text.contains("malformed section header"), "{text}");
     assert!(!text.contains(SECRET), "{text}");
 }
+
+#[test]
+fn a_secrets_yaml_in_s3_is_honoured_as_secrets() {
+    let moto = Moto::start(&Seed {
+        bucket: "moninit-test".into(),
+        ..Seed::default()
+    });
+    moto.python(&format!(
+        "import os\ns3 = boto3.client('s3', **kw)\nroot = '{}'\n\
+         for d, _, names in os.walk(root):\n    for n in names:\n        p = os.path.join(d, n)\n        \
+         s3.put_object(Bucket='moninit-test', Key='monitoring/' + os.path.relpath(p, root), Body=open(p, 'rb').read())",
+        support::examples().display()
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let config = support::write_config(
+        work.path(),
+        "region: us-east-1\nsources:\n  - s3://moninit-test/monitoring/\n",
+    );
+    let out = work.path().join("out");
+    let output = support::moninit(Some(&moto.endpoint))
+        .env("RUST_LOG", "trace")
+        .args(["render", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = support::text(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(!text.contains(SECRET), "secret from S3 leaked: {text}");
+    let ini = out.join("grafana/grafana.ini");
+    assert!(support::read(&out, "grafana/grafana.ini").contains(SECRET));
+    assert_eq!(
+        support::mode(&ini) & 0o077,
+        0,
+        "grafana.ini is readable by others"
+    );
+    assert!(
+        !out.join("secrets.yaml").exists(),
+        "secrets.yaml is not an input file"
+    );
+}

@@ -4,7 +4,10 @@
 It serves /-/ready and /api/health on the address from --web.listen-address (Prometheus
 style) once started, unless --never-ready. Behaviours, from the FAKE_CHILD environment
 variable (comma-separated): exit-after=SECONDS, exit-code=N, ignore-term, never-ready,
-orphan (double-forks a grandchild that outlives this process by one second).
+orphan (double-forks a grandchild that outlives this process by one second),
+fail-if=PATH (exits 1 at once, before serving, while PATH exists), impostor (a forked process
+in a session of its own serves the port, this one never does). Before exiting by itself it
+writes one line on stderr naming its exit code.
 Always exits by itself after 300 s.
 """
 import os
@@ -51,11 +54,22 @@ if "orphan" in opts:
     os.wait()
 
 print(f"fake child {os.getpid()} started", flush=True)
-if "never-ready" not in opts:
+if "fail-if" in opts and os.path.exists(opts["fail-if"]):
+    print(f"fake child: fatal: {opts['fail-if']} exists", file=sys.stderr, flush=True)
+    os._exit(1)
+if "impostor" in opts:
+    if os.fork() == 0:
+        os.setsid()
+        server = ThreadingHTTPServer((host, int(port)), H)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        time.sleep(float(opts.get("exit-after", 300)))
+        os._exit(0)
+elif "never-ready" not in opts:
     server = ThreadingHTTPServer((host, int(port)), H)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 deadline = time.time() + float(opts.get("exit-after", 300))
 while time.time() < deadline:
     time.sleep(0.05)
 print("fake child exiting", flush=True)
+print(f"fake child: fatal: exiting with code {opts.get('exit-code', 1)}", file=sys.stderr, flush=True)
 os._exit(int(opts.get("exit-code", 1)))

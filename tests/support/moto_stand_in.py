@@ -9,6 +9,8 @@ server survives a crashed test) or until --lifetime seconds pass.
 Seeding: --seed DIR uploads DIR's files to s3://BUCKET/PREFIX (except params.yaml and
 secrets.yaml) and writes params.yaml as SSM String parameters and secrets.yaml as
 SecureString parameters under --ssm-path. --extra-params/--extra-objects add generated load.
+--asg NAME creates an autoscaling group of one instance (from a launch template) and prints
+its instance id as "asg_instance".
 --auth creates an IAM user with NO permissions, prints its keys, and turns on moto's
 signature and permission checks for every later request; --allow-user SERVICE also creates
 one allowed SERVICE:* and prints its keys.
@@ -68,6 +70,18 @@ def seed(args, endpoint):
         ssm.put_parameter(Name=f"{args.ssm_path.rstrip('/')}/extra/p{i:04d}", Value=f"value-{i}", Type="String",
                           Overwrite=True)
     result = {"endpoint": endpoint}
+    if args.asg:
+        ec2 = boto3.client("ec2", **kw)
+        autoscaling = boto3.client("autoscaling", **kw)
+        ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        ec2.create_launch_template(LaunchTemplateName=f"{args.asg}-lt",
+                                   LaunchTemplateData={"ImageId": ami, "InstanceType": "t3.small"})
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=args.asg, LaunchTemplate={"LaunchTemplateName": f"{args.asg}-lt"},
+            MinSize=1, MaxSize=1, DesiredCapacity=1, AvailabilityZones=[f"{args.region}a"],
+            HealthCheckGracePeriod=0)
+        instances = autoscaling.describe_auto_scaling_instances()["AutoScalingInstances"]
+        result["asg_instance"] = instances[0]["InstanceId"]
     if args.auth:
         iam = boto3.client("iam", **kw)
         iam.create_user(UserName="moninit-denied")
@@ -97,6 +111,7 @@ def main():
     p.add_argument("--extra-params", type=int, default=0)
     p.add_argument("--extra-objects", type=int, default=0)
     p.add_argument("--auth", action="store_true")
+    p.add_argument("--asg", help="create an autoscaling group of this name holding one instance")
     p.add_argument("--allow-user", help="with --auth: also create a user allowed SERVICE:*")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=900.0, help="seconds before the server stops by itself")

@@ -26,6 +26,10 @@ pub struct Setup<'a> {
     pub extra: &'a str,
     pub env: Vec<(String, String)>,
     pub proxy_port: Option<u16>,
+    /// `prometheus.listen`'s port; a free one when `None`.
+    pub prometheus_port: Option<u16>,
+    /// Run on this root (a fresh one in the agent's temporary directory when `None`).
+    pub root: Option<PathBuf>,
 }
 
 impl<'a> Setup<'a> {
@@ -38,6 +42,8 @@ impl<'a> Setup<'a> {
             extra: "",
             env: Vec::new(),
             proxy_port: None,
+            prometheus_port: None,
+            root: None,
         }
     }
 }
@@ -89,10 +95,13 @@ impl Agent {
 
     pub fn start(setup: Setup<'_>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
+        let root = setup
+            .root
+            .clone()
+            .unwrap_or_else(|| dir.path().join("root"));
         let (admin_port, prom_port, grafana_port) = (
             process::free_port(),
-            process::free_port(),
+            setup.prometheus_port.unwrap_or_else(process::free_port),
             process::free_port(),
         );
         let proxy_port = setup.proxy_port.unwrap_or_else(process::free_port);

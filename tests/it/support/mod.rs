@@ -48,6 +48,8 @@ pub struct Moto {
     pub denied_keys: Option<(String, String)>,
     /// Keys of an IAM user allowed `SERVICE:*` (only with `auth` and `allowed_policy`).
     pub allowed_keys: Option<(String, String)>,
+    /// The one instance of the autoscaling group (only with `asg`).
+    pub asg_instance: Option<String>,
 }
 
 /// What to put in moto before the test runs.
@@ -62,6 +64,8 @@ pub struct Seed {
     pub auth: bool,
     /// With `auth`: also create a user allowed every action of this service.
     pub allowed_policy: Option<String>,
+    /// Create an autoscaling group of this name holding one instance.
+    pub asg: Option<String>,
 }
 
 impl Seed {
@@ -101,6 +105,9 @@ impl Moto {
         if let Some(service) = &seed.allowed_policy {
             cmd.args(["--allow-user", service]);
         }
+        if let Some(group) = &seed.asg {
+            cmd.args(["--asg", group]);
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -133,7 +140,27 @@ impl Moto {
             endpoint: info["endpoint"].as_str().unwrap().to_owned(),
             denied_keys,
             allowed_keys,
+            asg_instance: info
+                .get("asg_instance")
+                .and_then(|i| i.as_str())
+                .map(str::to_owned),
         }
+    }
+
+    /// Runs Python `code` with `boto3` imported and `kw` holding this server's client
+    /// arguments; returns what it printed.
+    pub fn python(&self, code: &str) -> String {
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(format!(
+                "import boto3, json\nkw = dict(endpoint_url='{}', region_name='us-east-1', \
+                 aws_access_key_id='t', aws_secret_access_key='t')\n{code}",
+                self.endpoint
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -233,7 +260,9 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Every file under `dir` with its bytes, mode and mtime: equal snapshots mean untouched.
+/// Every file under `dir` with its bytes, mode and mtime, and every directory with its mode
+/// (its mtime moves with any temporary file, so it is left out): equal snapshots mean
+/// untouched, directories included.
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32, std::time::SystemTime)> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -246,6 +275,10 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32, std::time::Syste
             let meta = e.metadata().unwrap();
             if meta.is_dir() {
                 stack.push(e.path());
+                out.insert(
+                    e.path(),
+                    (Vec::new(), meta.permissions().mode(), std::time::UNIX_EPOCH),
+                );
             } else {
                 out.insert(
                     e.path(),

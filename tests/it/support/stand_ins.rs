@@ -119,3 +119,35 @@ impl Proxy {
         http::get(self.metrics, "/metrics").unwrap().text()
     }
 }
+
+/// The IMDSv2 stand-in (`imds_stand_in.py`): point moninit at it with
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT` (and `AWS_EC2_METADATA_DISABLED=false`).
+pub struct Imds {
+    _process: Owned,
+    pub endpoint: String,
+}
+
+impl Imds {
+    pub fn start(instance_id: &str, group: Option<&str>) -> Imds {
+        let mut args = vec!["--instance-id".to_owned(), instance_id.to_owned()];
+        if let Some(g) = group {
+            args.extend(["--group".to_owned(), g.to_owned()]);
+        }
+        let (process, info) = process::stand_in("imds_stand_in.py", &args);
+        Imds {
+            _process: process,
+            endpoint: info["endpoint"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// moninit's environment for this stand-in.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_EC2_METADATA_DISABLED".into(), "false".into()),
+            (
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+                self.endpoint.clone(),
+            ),
+        ]
+    }
+}
