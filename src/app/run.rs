@@ -8,6 +8,9 @@
 //! Shutdown (SIGTERM/SIGINT, or a child given up on): Grafana, then Prometheus (SIGTERM: it
 //! flushes remote_write through the proxy, which is still running), then the proxy, then the
 //! admin endpoint. Each child past its stop timeout gets SIGKILL to its whole process group.
+//! A child given up on after a healthy boot then marks this instance `Unhealthy` in its
+//! autoscaling group ([`crate::asg`]); a boot that fails never does, since a fresh instance
+//! would fail the same way.
 //!
 //! SIGHUP: fetch, render, validate and install again; Prometheus reloads through
 //! `/-/reload` when its files changed, Grafana restarts when its files changed. A failed

@@ -305,6 +305,7 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
         "s3:ListBucket",
         "ssm:GetParametersByPath",
         "kms:Decrypt",
+        "autoscaling:SetInstanceHealth",
     ]
     .map(String::from)
     .into();
@@ -321,6 +322,20 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
         .find(|s| s["Sid"] == "RemoteWriteAndQueryThisWorkspace")
         .unwrap();
     assert_eq!(aps["Resource"]["Fn::GetAtt"][0], "Workspace");
+    // SetInstanceHealth only on the stack's own group, whose name the stack fixes.
+    let health = statements
+        .iter()
+        .find(|s| s["Action"] == "autoscaling:SetInstanceHealth")
+        .unwrap();
+    let group_name = stack["Resources"]["Group"]["Properties"]["AutoScalingGroupName"]["Fn::Sub"]
+        .as_str()
+        .unwrap();
+    let arn = health["Resource"]["Fn::Sub"].as_str().unwrap();
+    assert!(
+        arn.starts_with("arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:autoScalingGroup:*:autoScalingGroupName/")
+            && arn.ends_with(&format!("autoScalingGroupName/{group_name}")),
+        "{arn}"
+    );
     let lt = &stack["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
         ["MetadataOptions"];
     assert_eq!(
