@@ -118,8 +118,11 @@ pub fn prometheus(config: &prometheus::Config, layout: &Layout) -> Result<Spec, 
         program,
         ready: Some((addr, "/-/ready".into())),
         listen: Some(addr),
-        // Its data directory: two Prometheus on one WAL is what must never happen.
-        marker: Some(layout.state("prometheus").into_os_string()),
+        // Its data directory, in either mode: two Prometheus on one WAL must never happen.
+        markers: ["--storage.agent.path", "--storage.tsdb.path"]
+            .iter()
+            .map(|flag| format!("{flag}={}", layout.state("prometheus").display()).into())
+            .collect(),
     })
 }
 
@@ -189,7 +192,11 @@ pub fn grafana(config: &grafana::Config, layout: &Layout, program: PathBuf) -> S
         args,
         ready,
         listen,
-        marker: Some(layout.rendered(layout::GRAFANA_INI).into_os_string()),
+        markers: vec![format!(
+            "--config={}",
+            layout.rendered(layout::GRAFANA_INI).display()
+        )
+        .into()],
     }
 }
 

@@ -151,7 +151,15 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         tokio::spawn(watchdog_loop(interval / 2, watchdog.clone()));
     }
 
-    let outcome = supervise_loop(&config, &layout, &mut started, &sup_metrics, &mut signals).await;
+    let outcome = supervise_loop(
+        &config,
+        &layout,
+        &mut started,
+        &sup_metrics,
+        &readiness,
+        &mut signals,
+    )
+    .await;
     watchdog.cancel();
     let stopped = started.stop().await;
     // Only here, after a healthy boot: a child given up on now is this instance's trouble,
@@ -266,6 +274,7 @@ async fn boot_children(
 
     let Some(binary) = programs::grafana_binary(&config.grafana)? else {
         tracing::info!("Grafana is not installed (grafana.enabled: auto): skipping it; its files are rendered for when it is");
+        all_ready(started, readiness).await?;
         return Ok(Booted {
             grafana: false,
             identity: prepared.identity,
@@ -273,12 +282,17 @@ async fn boot_children(
     };
     status("starting grafana");
     let t = Instant::now();
-    let handle = started.grafana.insert(supervise::start(
+    let grafana = started.grafana.insert(supervise::start(
         programs::grafana(&config.grafana, layout, binary),
         shared,
     ));
-    handle.first_ready().await?;
+    // Prometheus is watched meanwhile: giving up on it now is a boot failure.
+    tokio::select! {
+        r = grafana.first_ready() => r?,
+        r = ended(&mut started.prometheus) => r?,
+    }
     sup_metrics.phase("grafana", t.elapsed());
+    all_ready(started, readiness).await?;
     Ok(Booted {
         grafana: true,
         identity: prepared.identity,
@@ -292,6 +306,7 @@ async fn supervise_loop(
     layout: &Layout,
     started: &mut Started,
     sup_metrics: &metrics::Supervisor,
+    readiness: &Readiness,
     signals: &mut Signals,
 ) -> Result<(), Error> {
     loop {
@@ -305,13 +320,27 @@ async fn supervise_loop(
             return Ok(());
         }
         tokio::select! {
-            _ = reload(config, layout, started, sup_metrics) => {}
+            _ = reload(config, layout, started, sup_metrics, readiness) => {}
             _ = signals.terminated() => {
                 tracing::info!("stop requested during a reload; the reload is abandoned");
                 return Ok(());
             }
         }
     }
+}
+
+/// Waits until every child is ready at the same time (one may have crashed and be
+/// restarting during boot): READY=1 is never sent for a node with a child down. A child
+/// given up on meanwhile fails the boot.
+async fn all_ready(started: &mut Started, readiness: &Readiness) -> Result<(), Error> {
+    while !readiness.children_ready() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            r = ended(&mut started.prometheus) => r?,
+            r = ended(&mut started.grafana) => r?,
+        }
+    }
+    Ok(())
 }
 
 /// Resolves when the child's supervisor ends on its own (it gave up); never for `None`.
@@ -327,6 +356,7 @@ async fn reload(
     layout: &Layout,
     started: &mut Started,
     sup_metrics: &metrics::Supervisor,
+    readiness: &Readiness,
 ) {
     status("reloading configuration");
     tracing::info!("SIGHUP: fetching and rendering again");
@@ -378,7 +408,10 @@ async fn reload(
             }
         }
     }
-    status("running");
+    match readiness.check() {
+        Ok(()) => status("running"),
+        Err(down) => status(&format!("degraded: {}", down.join(", "))),
+    }
 }
 
 async fn watchdog_loop(every: Duration, stop: CancellationToken) {

@@ -240,9 +240,11 @@ mod tests {
     #[test]
     fn a_failed_install_removes_the_directories_it_created() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("blocked.yml/inner")).unwrap();
+        // A dangling link where a directory must go: staging fails there, after `new/deeper`
+        // was created for the first file.
+        std::os::unix::fs::symlink("/nonexistent/moninit", dir.path().join("dangling")).unwrap();
         let deep = entry(dir.path(), "new/deeper/x.yml", "x");
-        let bad = entry(dir.path(), "blocked.yml", "x");
+        let bad = entry(dir.path(), "dangling/y.yml", "y");
         install(&[deep, bad]).unwrap_err();
         assert!(
             !dir.path().join("new").exists(),

@@ -89,17 +89,28 @@ pub async fn check(
         .filter(|l| !l.is_empty() && !l.starts_with("Checking "))
         .collect();
     let detail = detail.join("; ");
+    // A rule file's complaint names the rule file: its lines are not prometheus.yml's.
+    let rule_file = files.iter().find(|f| {
+        f.path.starts_with(layout::PROMETHEUS_DIR)
+            && f.path != Path::new(layout::PROMETHEUS_YML)
+            && detail.contains(&*f.path.to_string_lossy())
+    });
     let rendered = files
         .iter()
         .find(|f| f.path == Path::new(layout::PROMETHEUS_YML));
-    let explained = match rendered {
-        Some(f) => explain(
+    let explained = match (rule_file, rendered) {
+        (Some(rule), _) => format!(
+            "{detail}\n  in the rule file {} from {}",
+            rule.path.display(),
+            rule.origin
+        ),
+        (None, Some(f)) => explain(
             &detail,
             &String::from_utf8_lossy(&f.contents),
             &f.origin,
             job_origins,
         ),
-        None => detail,
+        (None, None) => detail,
     };
     Err(Error::Promtool(secret::mask(&format!(
         "promtool check config{} rejected {}: {explained}",

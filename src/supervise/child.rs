@@ -41,10 +41,10 @@ pub struct Spec {
     /// The address the child binds: must be free before each start, and its listening
     /// socket must be the child's for readiness to count.
     pub listen: Option<SocketAddr>,
-    /// An argument only a child of this moninit's layout has (its data directory or config
-    /// file): a process carrying it that moninit did not start is left over from an earlier
-    /// run and is ended before a new child starts.
-    pub marker: Option<OsString>,
+    /// Arguments only a child of this moninit's layout has (`--storage.agent.path=DIR`,
+    /// `--config=FILE`): a process carrying one that moninit did not start is left over from
+    /// an earlier run, and is ended before the child's first start.
+    pub markers: Vec<OsString>,
 }
 
 /// A started child.
@@ -104,8 +104,8 @@ pub fn spawn(spec: &Spec) -> std::io::Result<Running> {
 /// between fork and exec.
 ///
 /// The one `unsafe` of the crate: `pre_exec` runs in the forked child, where only
-/// async-signal-safe calls are allowed; `prctl` and `getppid` are plain system calls and
-/// allocate nothing. The signal fires when the *thread* that forked exits, not only the
+/// async-signal-safe calls are allowed; `prctl` and `getppid` are plain system calls, and
+/// the errors are built from raw OS codes, so nothing allocates. The signal fires when the *thread* that forked exits, not only the
 /// process: children are spawned from tokio worker threads, which live as long as the
 /// runtime (moninit never uses `block_in_place`, which could retire one). If moninit died
 /// between fork and `prctl`, the child is already orphaned and gives up before exec.
@@ -115,11 +115,11 @@ fn die_with_parent(cmd: &mut Command) {
     // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            // moninit died between fork and prctl: the child is already an orphan.
             if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other(
-                    "moninit exited before the child started",
-                ));
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
             }
             Ok(())
         });

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -83,6 +83,15 @@ impl Readiness {
             .insert(child, Err(Some(why.to_owned())));
     }
 
+    /// Whether every child is ready now (boot finished or not).
+    pub fn children_ready(&self) -> bool {
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .all(|r| r.is_ok())
+    }
+
     /// Whether boot has finished (so anything not ready now is a degradation).
     pub fn is_booted(&self) -> bool {
         self.booted.load(std::sync::atomic::Ordering::SeqCst)
@@ -126,7 +135,9 @@ pub struct Shared {
 pub struct Handle {
     pub name: &'static str,
     stop: CancellationToken,
-    restart: Arc<Notify>,
+    /// Restart requests, counted: a request made while the child is not running yet is
+    /// satisfied by its next start, not by a second restart after it.
+    restart: watch::Sender<u64>,
     ready: watch::Receiver<bool>,
     /// `None` once joined: a finished task is awaited exactly once.
     task: Option<JoinHandle<Result<(), Error>>>,
@@ -167,7 +178,7 @@ impl Handle {
 
     /// Restarts the child (not counted as a failure), e.g. after its config changed.
     pub fn restart(&self) {
-        self.restart.notify_one();
+        self.restart.send_modify(|n| *n += 1);
     }
 
     /// Stops the child and waits for it to be gone.
@@ -185,17 +196,11 @@ impl Handle {
 /// Starts supervising `spec`.
 pub fn start(spec: Spec, shared: Shared) -> Handle {
     let stop = CancellationToken::new();
-    let restart = Arc::new(Notify::new());
+    let (restart, restarts) = watch::channel(0u64);
     let (ready_tx, ready) = watch::channel(false);
     let name = spec.name;
     shared.readiness.set(name, false);
-    let task = tokio::spawn(manage(
-        spec,
-        shared,
-        stop.clone(),
-        restart.clone(),
-        ready_tx,
-    ));
+    let task = tokio::spawn(manage(spec, shared, stop.clone(), restarts, ready_tx));
     Handle {
         name,
         stop,
@@ -209,7 +214,7 @@ async fn manage(
     spec: Spec,
     shared: Shared,
     stop: CancellationToken,
-    restart: Arc<Notify>,
+    mut restarts: watch::Receiver<u64>,
     ready_tx: watch::Sender<bool>,
 ) -> Result<(), Error> {
     let name = spec.name;
@@ -217,9 +222,11 @@ async fn manage(
     let mut history = policy::History::new(config);
     let mut booting = true;
     loop {
+        // Whatever restart was asked for until now, this start fulfils.
+        restarts.borrow_and_update();
         let started = Instant::now();
         let mut ready_at = None;
-        let last = match start_once(&spec, config).await {
+        let last = match start_once(&spec, booting).await {
             Err(Start::Taken(taken)) if booting => {
                 return Err(Error::PortTaken { child: name, taken })
             }
@@ -228,11 +235,17 @@ async fn manage(
                 format!("not started: {taken}")
             }
             Err(Start::Spawn(source)) => {
-                return Err(Error::Spawn {
+                let error = Error::Spawn {
                     child: name,
                     program: spec.program.display().to_string(),
                     source,
-                })
+                };
+                if booting {
+                    return Err(error);
+                }
+                // After boot a failed exec (EAGAIN, ENOMEM, ETXTBSY) is one more failure.
+                tracing::warn!(child = name, reason = %error, "not started");
+                error.to_string()
             }
             Ok(mut running) => {
                 let outcome = tokio::select! {
@@ -256,7 +269,9 @@ async fn manage(
                         booting = false;
                         ready_at = Some(Instant::now());
                         became_ready(&shared, name, &running, &ready_tx);
-                        match run_until_exit(&spec, &shared, &mut running, &stop, &restart).await {
+                        match run_until_exit(&spec, &shared, &mut running, &stop, &mut restarts)
+                            .await
+                        {
                             Exit::Stopped => return Ok(()),
                             Exit::Restart => continue,
                             Exit::Crashed(why) => why,
@@ -265,7 +280,7 @@ async fn manage(
                 }
             }
         };
-        shared.readiness.set(name, false);
+        shared.readiness.down(name, &last);
         shared.metrics.child_up(name, false);
         let run = policy::Run { started, ready_at };
         match history.exited(run, Instant::now()) {
@@ -280,7 +295,6 @@ async fn manage(
             policy::Decision::Restart { delay, kind } => {
                 shared.metrics.restarted(name);
                 shared.metrics.crashed(name, kind.as_str());
-                shared.readiness.down(name, &last);
                 status(&format!(
                     "degraded: {name} down ({last}); restarting in {:.1} s",
                     delay.as_secs_f64()
@@ -306,15 +320,10 @@ enum Start {
     Spawn(std::io::Error),
 }
 
-/// Ends leftovers of an earlier run, checks the port is free, then spawns.
-async fn start_once(spec: &Spec, config: &Config) -> Result<child::Running, Start> {
-    if let Some(marker) = &spec.marker {
-        leftover::end(
-            spec.name,
-            marker,
-            config.stop_timeout().min(std::time::Duration::from_secs(5)),
-        )
-        .await;
+/// At boot, ends leftovers of an earlier run; then checks the port is free, then spawns.
+async fn start_once(spec: &Spec, booting: bool) -> Result<child::Running, Start> {
+    if booting && !spec.markers.is_empty() {
+        leftover::end(spec.name, &spec.markers).await;
     }
     child::check_port(spec).map_err(Start::Taken)?;
     child::spawn(spec).map_err(Start::Spawn)
@@ -355,7 +364,7 @@ async fn run_until_exit(
     shared: &Shared,
     running: &mut child::Running,
     stop: &CancellationToken,
-    restart: &Notify,
+    restarts: &mut watch::Receiver<u64>,
 ) -> Exit {
     let name = spec.name;
     let config = &shared.config;
@@ -381,7 +390,7 @@ async fn run_until_exit(
             child::stop(name, running, config.stop_timeout()).await;
             Exit::Stopped
         }
-        _ = restart.notified() => {
+        Ok(()) = restarts.changed() => {
             tracing::info!(child = name, "restarting for new configuration");
             shared.readiness.set(name, false);
             shared.metrics.child_up(name, false);

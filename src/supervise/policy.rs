@@ -3,9 +3,11 @@
 //!
 //! What failed decides what happens:
 //! - a **fast failure** is a run that never became ready, or ended less than
-//!   `fast_failure_secs` after it became ready. `max_failures` fast failures in a row, within
-//!   `failure_window_secs`, are a **crash loop**: this instance cannot run its workload, and
-//!   moninit gives up (exit 9);
+//!   `fast_failure_secs` after it became ready. `max_failures` fast failures in a row are a
+//!   **crash loop**: this instance cannot run its workload, and moninit gives up (exit 9).
+//!   "In a row" means no stable run between them, and each run starting within
+//!   `failure_window_secs` of the previous failure: the gap is the restart delay, so a run
+//!   that spends its whole `ready_timeout_secs` failing still counts, however long that is;
 //! - a **sporadic crash** is a run that stayed up at least `fast_failure_secs` after it
 //!   became ready (an OOM kill under a cardinality spike, a rare bug). It proves the child
 //!   can run here, so it clears the fast-failure count and is restarted, with capped backoff,
@@ -28,9 +30,10 @@ pub struct Config {
     pub restart_floor_secs: f64,
     /// Largest restart delay, in seconds (before jitter).
     pub restart_ceiling_secs: f64,
-    /// Failures within `failure_window_secs` after which moninit gives up and exits.
+    /// Fast failures in a row after which moninit gives up and exits.
     pub max_failures: usize,
-    /// The sliding window failures are counted in, in seconds.
+    /// A run starting more than this many seconds after the previous failure begins a new
+    /// count of fast failures.
     pub failure_window_secs: u64,
     /// A run that ends less than this many seconds after becoming ready (or never becomes
     /// ready) is a fast failure; a later crash is sporadic.
@@ -70,6 +73,10 @@ impl Config {
             || self.stop_timeout_secs == 0
         {
             return Err("supervise: max_failures, failure_window_secs, ready_timeout_secs and stop_timeout_secs must be positive".into());
+        }
+        // The gap between two failures in a row is at most twice the ceiling (jitter).
+        if (self.failure_window_secs as f64) < 2.0 * self.restart_ceiling_secs {
+            return Err("supervise: failure_window_secs must be at least twice restart_ceiling_secs, or restarts could never count as a loop".into());
         }
         Ok(())
     }
@@ -156,15 +163,16 @@ impl History {
             // It ran well: whatever failed fast before is not a loop any more.
             Failure::Sporadic => self.failures.clear(),
             Failure::Fast => {
+                // A run that began long after the previous failure is a fresh start.
                 let window = Duration::from_secs(self.config.failure_window_secs);
-                self.failures.push_back(now);
-                while self
+                if self
                     .failures
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > window)
+                    .back()
+                    .is_some_and(|last| run.started.saturating_duration_since(*last) > window)
                 {
-                    self.failures.pop_front();
+                    self.failures.clear();
                 }
+                self.failures.push_back(now);
                 if self.failures.len() >= self.config.max_failures {
                     return Decision::GiveUp {
                         failures: self.failures.len(),
@@ -278,12 +286,29 @@ mod tests {
         let mut h = History::with_seed(&config(), 1);
         let t0 = Instant::now();
         for i in 0..10u64 {
-            let t = t0 + Duration::from_secs(i * 20);
+            let t = t0 + Duration::from_secs(i * 70);
             assert!(
                 matches!(h.exited(never_ready(t), t), Decision::Restart { .. }),
                 "failure {i}"
             );
         }
+    }
+
+    /// Each run waits its whole readiness deadline (120 s by default) before failing: five
+    /// of them take ten minutes, longer than the window, and are still a crash loop.
+    #[test]
+    fn runs_that_each_time_out_on_readiness_are_a_crash_loop() {
+        let c = Config::default();
+        let mut h = History::with_seed(&c, 2);
+        let mut t = Instant::now();
+        let mut last = None;
+        for _ in 0..5 {
+            let run = never_ready(t);
+            t += Duration::from_secs(c.ready_timeout_secs);
+            last = Some(h.exited(run, t));
+            t += Duration::from_secs(2);
+        }
+        assert_eq!(last, Some(Decision::GiveUp { failures: 5 }));
     }
 
     #[test]

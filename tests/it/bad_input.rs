@@ -321,9 +321,9 @@ fn a_failed_install_leaves_no_new_directories() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    // A file where the grafana directory must go: prometheus/ is created first, then the
-    // install fails on grafana/.
-    std::fs::write(out.join("grafana"), "in the way\n").unwrap();
+    // A dangling link where the grafana directory must go: prometheus/ is created first,
+    // then staging fails in grafana/.
+    std::os::unix::fs::symlink("/nonexistent/moninit", out.join("grafana")).unwrap();
     let before = support::snapshot(&out);
     let config = support::write_config(work.path(), &support::file_config(inputs.path()));
     let output = support::render(None, &config, &out, &[]);
@@ -335,4 +335,27 @@ fn a_failed_install_leaves_no_new_directories() {
         before,
         "the failed install changed the tree"
     );
+}
+
+#[test]
+fn a_rule_file_promtool_rejects_is_named_as_itself_not_as_prometheus_yml() {
+    let text = fails_and_leaves_output_untouched(
+        None,
+        |dir| format!("{}prometheus:\n  mode: server\n", local(dir)),
+        |inputs, _| {
+            std::fs::create_dir_all(inputs.join("prometheus/rules")).unwrap();
+            std::fs::write(
+                inputs.join("prometheus/rules/up.yml"),
+                "groups:\n  - name: up\n    rules:\n      - alert: Down\n        expr: up ==\n",
+            )
+            .unwrap();
+        },
+        6,
+    );
+    assert!(
+        text.contains("in the rule file prometheus/rules/up.yml from")
+            && text.contains("prometheus/rules/up.yml"),
+        "{text}"
+    );
+    assert!(!text.contains("in scrape job"), "{text}");
 }

@@ -149,15 +149,15 @@ fn a_port_taken_between_restarts_is_the_restart_reason_and_readyz_says_degraded(
         || format!("no restart reason naming the port:\n{}", agent.log_text()),
         || agent.log_text().contains(&reason).then_some(()),
     );
-    let readyz =
-        http::get(agent.admin, "/readyz").unwrap_or_else(|e| panic!("{e}: {}", agent.log_text()));
-    assert_eq!(readyz.status, 503);
-    assert!(
-        readyz
-            .text()
-            .starts_with(&format!("degraded: prometheus down (not started: {reason}")),
-        "{}",
-        readyz.text()
+    let expected = format!("degraded: prometheus down (not started: {reason}");
+    support::wait_for(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || format!("/readyz never said {expected:?}:\n{}", agent.log_text()),
+        || {
+            let r = http::get(agent.admin, "/readyz").ok()?;
+            (r.status == 503 && r.text().starts_with(&expected)).then_some(())
+        },
     );
     assert!(
         agent.child_pid("prometheus").is_none(),
@@ -165,9 +165,16 @@ fn a_port_taken_between_restarts_is_the_restart_reason_and_readyz_says_degraded(
     );
     drop(taken);
     agent.wait_ready(Duration::from_secs(20));
-    assert!(agent
-        .metrics()
-        .contains("moninit_child_crashes_total{child=\"prometheus\",kind=\"fast\"}"));
+    let metrics = agent.metrics();
+    let fast: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("moninit_child_crashes_total{child=\"prometheus\",kind=\"fast\"} ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    // The kill, and at least one start refused for the taken port.
+    assert!(fast >= 2, "{metrics}");
 }
 
 #[test]
@@ -245,6 +252,44 @@ fn a_prometheus_left_over_from_an_earlier_run_is_ended_before_boot() {
         leftover.wait_timeout(Duration::from_secs(1)).is_some(),
         "the leftover still runs"
     );
+}
+
+#[test]
+fn a_leftover_that_ignores_sigterm_is_killed_and_gone_before_the_port_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let port = process::free_port();
+    // A leftover holding the port that ignores SIGTERM: without SIGKILL and waiting for it
+    // to be gone, the boot would find the port taken (exit 8).
+    let fake = wrapper(
+        dir.path(),
+        "old-prometheus",
+        "fake_child.py",
+        "FAKE_CHILD=ignore-term,exit-after=60 ",
+    );
+    let mut cmd = std::process::Command::new(&fake);
+    cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!(
+            "--storage.agent.path={}",
+            root.join("var/lib/moninit/prometheus").display()
+        ));
+    let mut leftover = process::spawn(cmd, None);
+    assert!(process::wait_listening(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(20)
+    ));
+    let mut agent = Agent::start(Setup {
+        prometheus_port: Some(port),
+        root: Some(root),
+        ..Setup::local()
+    });
+    agent.wait_ready(Duration::from_secs(60));
+    let log = agent.log_text();
+    assert!(
+        log.contains("leftover ignored SIGTERM for 5 s; killing it"),
+        "{log}"
+    );
+    assert!(leftover.wait_timeout(Duration::from_secs(1)).is_some());
 }
 
 #[test]
@@ -394,7 +439,7 @@ fn a_reload_that_misses_its_deadline_says_reload() {
             "  - s3://{}/{}\n  - ssm:{}\n",
             seed.bucket, seed.prefix, seed.ssm_path
         ),
-        extra: "fetch:\n  deadline_secs: 2\n",
+        extra: "fetch:\n  deadline_secs: 4\n",
         env: vec![
             ("AWS_ENDPOINT_URL".into(), endpoint.clone()),
             ("AWS_ACCESS_KEY_ID".into(), "AKIDMONINITTEST".into()),
@@ -427,7 +472,7 @@ fn a_reload_that_misses_its_deadline_says_reload() {
         },
     );
     let log = agent.log_text();
-    assert!(log.contains("within the reload deadline of 2 s"), "{log}");
+    assert!(log.contains("within the reload deadline of 4 s"), "{log}");
     assert!(!log.contains("boot deadline"), "{log}");
     assert_eq!(support::snapshot(&rendered), before);
     assert_eq!(http::get(agent.admin, "/readyz").unwrap().status, 200);

@@ -58,11 +58,15 @@ if "fail-if" in opts and os.path.exists(opts["fail-if"]):
     print(f"fake child: fatal: {opts['fail-if']} exists", file=sys.stderr, flush=True)
     os._exit(1)
 if "impostor" in opts:
+    parent = os.getpid()
     if os.fork() == 0:
         os.setsid()
         server = ThreadingHTTPServer((host, int(port)), H)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        time.sleep(float(opts.get("exit-after", 300)))
+        # Out of the group and the session, it follows its parent out.
+        deadline = time.time() + float(opts.get("exit-after", 300))
+        while time.time() < deadline and os.getppid() == parent:
+            time.sleep(0.05)
         os._exit(0)
 elif "never-ready" not in opts:
     server = ThreadingHTTPServer((host, int(port)), H)

@@ -273,7 +273,17 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32, std::time::Syste
         for e in entries {
             let e = e.unwrap();
             let meta = e.metadata().unwrap();
-            if meta.is_dir() {
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(e.path()).unwrap();
+                out.insert(
+                    e.path(),
+                    (
+                        target.into_os_string().into_encoded_bytes(),
+                        0o120000,
+                        std::time::UNIX_EPOCH,
+                    ),
+                );
+            } else if meta.is_dir() {
                 stack.push(e.path());
                 out.insert(
                     e.path(),
