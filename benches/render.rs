@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
         prometheus: &prom,
         grafana: &graf,
         grafana_version: 12,
+        amp_plugin: false,
         layout: &layout,
     };
     c.bench_function("render examples", |b| {

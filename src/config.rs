@@ -135,6 +135,16 @@ impl Config {
         Ok(())
     }
 
+    /// Every pinned program archive.
+    pub fn pins(&self) -> Vec<&crate::artifact::Pin> {
+        self.prometheus
+            .archive
+            .iter()
+            .chain(self.grafana.archive.iter())
+            .chain(self.grafana.plugins.iter())
+            .collect()
+    }
+
     /// What IMDS must be asked, given which values are `auto`.
     pub fn imds_needs(&self) -> imds::Needs {
         imds::Needs {

@@ -26,6 +26,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod artifact;
 pub mod asg;
 pub mod cli;
 pub mod config;

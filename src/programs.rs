@@ -126,6 +126,26 @@ pub fn prometheus(config: &prometheus::Config, layout: &Layout) -> Result<Spec, 
     })
 }
 
+/// Prometheus' spec, built off the async runtime (`--version` runs a process).
+pub async fn prometheus_spec(config: &prometheus::Config, layout: &Layout) -> Result<Spec, Error> {
+    let (config, layout) = (config.clone(), layout.clone());
+    tokio::task::spawn_blocking(move || prometheus(&config, &layout))
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))?
+}
+
+/// Links the pinned plugins into Grafana's plugins directory (`STATE/grafana/plugins`);
+/// whether anything changed there. The error names the path.
+pub fn link_plugins(
+    layout: &Layout,
+    provisioned: &crate::artifact::Provisioned,
+) -> Result<bool, (String, std::io::Error)> {
+    let dir = layout.state("grafana/plugins");
+    let store = crate::artifact::store::Store::new(&layout.state_dir);
+    crate::artifact::link_plugins(&dir, &provisioned.plugins, &store)
+        .map_err(|e| (dir.display().to_string(), e))
+}
+
 /// The Grafana binary to run, per `grafana.enabled` and `grafana.binary`; `None` = skip.
 pub fn grafana_binary(config: &grafana::Config) -> Result<Option<PathBuf>, Error> {
     if config.enabled == Enabled::False {

@@ -164,6 +164,8 @@ pub struct Supervisor {
     phase_seconds: Family<PhaseLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     renders: Counter,
     render_failures: Counter,
+    archives_downloaded: Counter,
+    archives_reused: Counter,
 }
 
 impl Supervisor {
@@ -205,6 +207,16 @@ impl Supervisor {
             self.renders.clone(),
         );
         r.register(
+            "archives_downloaded",
+            "Program archives downloaded, verified and unpacked",
+            self.archives_downloaded.clone(),
+        );
+        r.register(
+            "archives_reused",
+            "Program archives found already unpacked in the store (no download)",
+            self.archives_reused.clone(),
+        );
+        r.register(
             "render_failures",
             "Failed fetch-render-validate-install runs",
             self.render_failures.clone(),
@@ -238,6 +250,17 @@ impl Supervisor {
         self.phase_seconds
             .get_or_create(&PhaseLabel { phase })
             .set(elapsed.as_secs_f64());
+    }
+
+    /// Counts a boot's or reload's archives: downloaded or reused from the store.
+    pub fn archives(&self, programs: &crate::artifact::Provisioned) {
+        for a in programs.all() {
+            if a.downloaded {
+                self.archives_downloaded.inc();
+            } else {
+                self.archives_reused.inc();
+            }
+        }
     }
 
     pub fn rendered(&self, ok: bool) {

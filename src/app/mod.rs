@@ -11,6 +11,7 @@ use crate::layout::Layout;
 use crate::render::{self, OutputFile};
 use crate::source::{self, imds};
 
+mod reload;
 mod run;
 pub use run::run;
 
@@ -33,6 +34,8 @@ pub enum Error {
     Supervise(#[from] crate::supervise::Error),
     #[error("{0}")]
     Programs(#[from] crate::programs::Error),
+    #[error("program archive: {0}")]
+    Artifact(#[from] crate::artifact::Error),
     #[error("{path}: {source}")]
     State {
         path: String,
@@ -70,6 +73,9 @@ impl Error {
             Error::Validate(_) => 6,
             Error::Install(_) => 7,
             Error::Proxy(_) | Error::Supervise(crate::supervise::Error::PortTaken { .. }) => 8,
+            Error::Artifact(crate::artifact::Error::Fetch { .. }) => 4,
+            Error::Artifact(crate::artifact::Error::Rejected { .. }) => 5,
+            Error::Artifact(crate::artifact::Error::Io { .. }) => 7,
             Error::Supervise(_) | Error::Programs(_) | Error::State { .. } => 9,
         }
     }
@@ -77,6 +83,10 @@ impl Error {
 
 /// Rendered and validated files, ready to install.
 pub struct Prepared {
+    /// The agent config with the programs as they will run (archive trees applied).
+    pub config: Config,
+    /// The pinned archives' trees.
+    pub programs: crate::artifact::Provisioned,
     pub files: Vec<OutputFile>,
     pub layout: Layout,
     pub identity: render::Identity,
@@ -94,13 +104,60 @@ pub async fn prepare(
     let started = Instant::now();
     let facts = imds::discover(config.imds_needs()).await?;
     let region = config.region(&facts)?;
-    let snapshot = source::fetch_all(&config.sources, &region, &config.fetch, occasion).await?;
+    // One AWS configuration (credentials, endpoints) for the inputs and the archives, which
+    // are fetched at the same time, within the same deadline.
+    let pins = config.pins();
+    let needs_aws = config.sources.iter().any(source::SourceUrl::needs_aws)
+        || pins
+            .iter()
+            .any(|p| matches!(p.url, crate::artifact::Url::S3 { .. }));
+    let sdk = if needs_aws {
+        Some(source::aws_config(&region).await)
+    } else {
+        None
+    };
+    let s3 = sdk.as_ref().map(source::s3::client);
+    let store = crate::artifact::store::Store::new(&layout.state_dir);
+    let archives = async {
+        let provision = crate::artifact::provision(
+            config.prometheus.archive.as_ref(),
+            config.grafana.archive.as_ref(),
+            &config.grafana.plugins,
+            &store,
+            s3.as_ref(),
+            config.fetch.max_archive_bytes,
+        );
+        match tokio::time::timeout(config.fetch.deadline(), provision).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::artifact::Error::Fetch {
+                url: pins
+                    .iter()
+                    .map(|p| p.url.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: format!(
+                    "not downloaded within the {occasion} deadline of {} s (fetch.deadline_secs)",
+                    config.fetch.deadline_secs
+                ),
+            }),
+        }
+    };
+    let (snapshot, programs) = tokio::join!(
+        source::fetch_all(&config.sources, sdk.as_ref(), &config.fetch, occasion),
+        archives
+    );
+    let (snapshot, programs) = (snapshot?, programs?);
     let fetched = Instant::now();
     tracing::info!(
         files = snapshot.files.len(),
+        archives = pins.len(),
+        downloaded = programs.downloaded(),
         ms = fetched.duration_since(started).as_millis() as u64,
         "fetched inputs"
     );
+    let mut effective = config.clone();
+    programs.apply(&mut effective.prometheus, &mut effective.grafana);
+    let config = &effective;
 
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -117,6 +174,7 @@ pub async fn prepare(
         prometheus: &config.prometheus,
         grafana: &config.grafana,
         grafana_version,
+        amp_plugin: programs.has_plugin(crate::render::grafana::AMP_PLUGIN),
         layout: &layout,
     };
     let files = render::render(&snapshot, &settings)?;
@@ -142,6 +200,8 @@ pub async fn prepare(
         "rendered and validated"
     );
     Ok(Prepared {
+        config: effective.clone(),
+        programs,
         files,
         layout,
         identity,

@@ -36,9 +36,9 @@ use crate::source;
 use crate::supervise::{self, reaper, Handle, Readiness};
 
 /// Everything started so far, stopped in the documented order.
-struct Started {
-    grafana: Option<Handle>,
-    prometheus: Option<Handle>,
+pub(super) struct Started {
+    pub(super) grafana: Option<Handle>,
+    pub(super) prometheus: Option<Handle>,
     proxy: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     admin: CancellationToken,
     reaper: CancellationToken,
@@ -76,7 +76,7 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-fn status(text: &str) {
+pub(super) fn status(text: &str) {
     notify(&[NotifyState::Status(text)]);
 }
 
@@ -140,6 +140,8 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     };
     readiness.booted();
     sup_metrics.phase("total", boot.elapsed());
+    sup_metrics.archives(&booted.programs);
+    crate::artifact::store::Store::new(&layout.state_dir).retire(&booted.programs.digests());
     tracing::info!(
         boot_ms = boot.elapsed().as_millis() as u64,
         grafana = booted.grafana,
@@ -152,6 +154,7 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     }
 
     let outcome = supervise_loop(
+        config_path,
         &config,
         &layout,
         &mut started,
@@ -176,6 +179,7 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
 struct Booted {
     grafana: bool,
     identity: crate::render::Identity,
+    programs: crate::artifact::Provisioned,
 }
 
 async fn tell_the_group(identity: &crate::render::Identity, reason: &str) {
@@ -210,11 +214,13 @@ async fn boot_children(
     sup_metrics: &metrics::Supervisor,
     readiness: &Arc<Readiness>,
 ) -> Result<Booted, Error> {
-    // `prometheus --version` runs while the inputs are fetched.
-    let prometheus_spec = {
-        let (config, layout) = (config.prometheus.clone(), layout.clone());
-        tokio::task::spawn_blocking(move || programs::prometheus(&config, &layout))
-    };
+    // `prometheus --version` runs while the inputs are fetched, unless an archive pins
+    // Prometheus: then the binary is known only once it is provisioned.
+    let early_spec = config
+        .prometheus
+        .archive
+        .is_none()
+        .then(|| programs::prometheus_spec(&config.prometheus, layout));
     status("fetching and rendering configuration");
     let prepared = prepare(config, layout.clone(), source::Occasion::Boot)
         .await
@@ -233,6 +239,9 @@ async fn boot_children(
             source,
         })?;
     }
+    programs::link_plugins(layout, &prepared.programs)
+        .map_err(|(path, source)| Error::State { path, source })?;
+    let config = &prepared.config;
 
     status("starting the signing proxy");
     let t = Instant::now();
@@ -263,9 +272,10 @@ async fn boot_children(
     };
     status("starting prometheus");
     let t = Instant::now();
-    let spec = prometheus_spec
-        .await
-        .map_err(|e| programs::Error::Invalid(e.to_string()))??;
+    let spec = match early_spec {
+        Some(spec) => spec.await?,
+        None => programs::prometheus_spec(&config.prometheus, layout).await?,
+    };
     let handle = started
         .prometheus
         .insert(supervise::start(spec, shared.clone()));
@@ -278,6 +288,7 @@ async fn boot_children(
         return Ok(Booted {
             grafana: false,
             identity: prepared.identity,
+            programs: prepared.programs,
         });
     };
     status("starting grafana");
@@ -296,12 +307,14 @@ async fn boot_children(
     Ok(Booted {
         grafana: true,
         identity: prepared.identity,
+        programs: prepared.programs,
     })
 }
 
 /// Waits for a stop signal, a reload signal, or a child given up on. A stop asked for during
 /// a reload abandons the reload (installation itself is never interrupted: it does not await).
 async fn supervise_loop(
+    config_path: &Path,
     config: &Config,
     layout: &Layout,
     started: &mut Started,
@@ -320,7 +333,7 @@ async fn supervise_loop(
             return Ok(());
         }
         tokio::select! {
-            _ = reload(config, layout, started, sup_metrics, readiness) => {}
+            _ = super::reload::reload(config_path, config, layout, started, sup_metrics, readiness) => {}
             _ = signals.terminated() => {
                 tracing::info!("stop requested during a reload; the reload is abandoned");
                 return Ok(());
@@ -348,69 +361,6 @@ async fn ended(handle: &mut Option<Handle>) -> Result<(), Error> {
     match handle {
         Some(h) => h.ended().await.map_err(Into::into),
         None => std::future::pending().await,
-    }
-}
-
-async fn reload(
-    config: &Config,
-    layout: &Layout,
-    started: &mut Started,
-    sup_metrics: &metrics::Supervisor,
-    readiness: &Readiness,
-) {
-    status("reloading configuration");
-    tracing::info!("SIGHUP: fetching and rendering again");
-    let outcome = async {
-        let prepared = prepare(config, layout.clone(), source::Occasion::Reload).await?;
-        install::install(&layout.config_dir, &prepared.files).map_err(Error::Install)
-    }
-    .await;
-    match outcome {
-        Err(e) => {
-            sup_metrics.rendered(false);
-            tracing::error!(
-                "reload failed, running configuration kept: {}",
-                crate::secret::mask(&e.to_string())
-            );
-        }
-        Ok(outcome) => {
-            sup_metrics.rendered(true);
-            let changed: Vec<PathBuf> = outcome
-                .report
-                .written
-                .iter()
-                .chain(&outcome.removed)
-                .cloned()
-                .collect();
-            let touches = |dir: &str| {
-                changed
-                    .iter()
-                    .any(|p| p.starts_with(layout.config_dir.join(dir)))
-            };
-            tracing::info!(changed = changed.len(), "reload installed");
-            if touches("prometheus") {
-                let addr: Option<SocketAddr> = config.prometheus.listen.parse().ok();
-                let ok = match addr {
-                    Some(a) => supervise::child::http_post_ok(a, "/-/reload").await,
-                    None => false,
-                };
-                if ok {
-                    tracing::info!("prometheus reloaded its configuration");
-                } else if let Some(h) = &started.prometheus {
-                    tracing::warn!("prometheus /-/reload failed; restarting it");
-                    h.restart();
-                }
-            }
-            if touches("grafana") {
-                if let Some(h) = &started.grafana {
-                    h.restart();
-                }
-            }
-        }
-    }
-    match readiness.check() {
-        Ok(()) => status("running"),
-        Err(down) => status(&format!("degraded: {}", down.join(", "))),
     }
 }
 

@@ -48,6 +48,12 @@ pub struct Config {
     pub version: Option<u32>,
     /// The Grafana binary; unset = `grafana` then `grafana-server` on PATH.
     pub binary: Option<PathBuf>,
+    /// A pinned release archive (`{url, sha256}`) whose top directory is Grafana's homepath;
+    /// when set it wins over `binary` and `homepath`.
+    pub archive: Option<crate::artifact::Pin>,
+    /// Pinned plugin zips (`[{url, sha256}, …]`), each a directory named by the plugin id,
+    /// linked into Grafana's plugins directory.
+    pub plugins: Vec<crate::artifact::Pin>,
     /// `native` (default) or `proxy`.
     pub datasource: DatasourceMode,
     /// The data source's name in Grafana.
@@ -72,6 +78,8 @@ impl Default for Config {
             extra_args: Vec::new(),
             version: None,
             binary: None,
+            archive: None,
+            plugins: Vec::new(),
             datasource: DatasourceMode::Native,
             datasource_name: "Amazon Managed Prometheus".into(),
             datasource_uid: "amp".into(),
@@ -109,10 +117,15 @@ impl Config {
     }
 }
 
-/// The data source `type` for a Grafana major version and mode.
-pub fn datasource_type(version: u32, mode: DatasourceMode) -> &'static str {
+/// The AMP data source plugin's id.
+pub const AMP_PLUGIN: &str = "grafana-amazonprometheus-datasource";
+
+/// The data source `type` for a Grafana major version and mode, and whether the AMP plugin
+/// is provisioned: from 13 on the plugin is the only native SigV4 data source; on 12 it is
+/// used when moninit provisions it (Grafana 12 would otherwise fetch it from the internet).
+pub fn datasource_type(version: u32, mode: DatasourceMode, amp_plugin: bool) -> &'static str {
     match mode {
-        DatasourceMode::Native if version >= 13 => "grafana-amazonprometheus-datasource",
+        DatasourceMode::Native if version >= 13 || (version >= 12 && amp_plugin) => AMP_PLUGIN,
         _ => "prometheus",
     }
 }
@@ -123,11 +136,25 @@ mod tests {
 
     #[test]
     fn grafana_13_signs_through_the_amazon_prometheus_plugin() {
-        assert_eq!(datasource_type(12, DatasourceMode::Native), "prometheus");
         assert_eq!(
-            datasource_type(13, DatasourceMode::Native),
-            "grafana-amazonprometheus-datasource"
+            datasource_type(12, DatasourceMode::Native, false),
+            "prometheus"
         );
-        assert_eq!(datasource_type(13, DatasourceMode::Proxy), "prometheus");
+        assert_eq!(
+            datasource_type(12, DatasourceMode::Native, true),
+            AMP_PLUGIN
+        );
+        assert_eq!(
+            datasource_type(11, DatasourceMode::Native, true),
+            "prometheus"
+        );
+        assert_eq!(
+            datasource_type(13, DatasourceMode::Native, false),
+            AMP_PLUGIN
+        );
+        assert_eq!(
+            datasource_type(13, DatasourceMode::Proxy, true),
+            "prometheus"
+        );
     }
 }

@@ -47,6 +47,8 @@ pub struct Settings<'a> {
     pub grafana: &'a grafana::Config,
     /// Grafana's major version, already resolved (config, binary, or assumed).
     pub grafana_version: u32,
+    /// The AMP data source plugin is provisioned from a pinned archive.
+    pub amp_plugin: bool,
     pub layout: &'a Layout,
 }
 
@@ -196,7 +198,7 @@ fn context(
         "grafana": {
             "version": s.grafana_version,
             "datasource_mode": s.grafana.datasource,
-            "datasource_type": grafana::datasource_type(s.grafana_version, s.grafana.datasource),
+            "datasource_type": grafana::datasource_type(s.grafana_version, s.grafana.datasource, s.amp_plugin),
             "datasource_name": s.grafana.datasource_name,
             "datasource_uid": s.grafana.datasource_uid,
             "datasource_url": if native { format!("{endpoint}{workspace_path}") } else { format!("{proxy_url}{workspace_path}") },

@@ -47,6 +47,9 @@ pub struct Config {
     pub mode: Mode,
     /// The Prometheus binary (a name on PATH or an absolute path).
     pub binary: PathBuf,
+    /// A pinned release archive (`{url, sha256}`) holding `prometheus` and `promtool`; when
+    /// set it wins over `binary` and `promtool`.
+    pub archive: Option<crate::artifact::Pin>,
     /// promtool, used to validate the rendered config when it is found.
     pub promtool: PathBuf,
     /// `global.scrape_interval`.
@@ -75,6 +78,7 @@ impl Default for Config {
         Config {
             mode: Mode::Agent,
             binary: PathBuf::from("prometheus"),
+            archive: None,
             promtool: PathBuf::from("promtool"),
             scrape_interval: "30s".into(),
             scrape_timeout: None,

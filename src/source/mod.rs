@@ -113,12 +113,15 @@ pub struct Config {
     pub deadline_secs: u64,
     /// Largest accepted S3 object, in bytes; a bigger input is an error, not an OOM.
     pub max_object_bytes: u64,
+    /// Largest accepted program archive, in bytes (Grafana's is about 200 MB).
+    pub max_archive_bytes: u64,
 }
 
 impl Config {
     pub const DEFAULT_CONCURRENCY: usize = 32;
     pub const DEFAULT_DEADLINE_SECS: u64 = 60;
     pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 16 * 1024 * 1024;
+    pub const DEFAULT_MAX_ARCHIVE_BYTES: u64 = 1024 * 1024 * 1024;
 
     pub fn deadline(&self) -> Duration {
         Duration::from_secs(self.deadline_secs)
@@ -131,6 +134,7 @@ impl Default for Config {
             concurrency: Self::DEFAULT_CONCURRENCY,
             deadline_secs: Self::DEFAULT_DEADLINE_SECS,
             max_object_bytes: Self::DEFAULT_MAX_OBJECT_BYTES,
+            max_archive_bytes: Self::DEFAULT_MAX_ARCHIVE_BYTES,
         }
     }
 }
@@ -291,22 +295,18 @@ impl fmt::Display for Occasion {
 
 /// Fetches every source concurrently and overlays them in the listed order, within
 /// `config.deadline()`.
+/// `sdk` is the AWS configuration ([`aws_config`]), needed when any source is S3 or SSM.
 pub async fn fetch_all(
     sources: &[SourceUrl],
-    region: &str,
+    sdk: Option<&aws_config::SdkConfig>,
     config: &Config,
     occasion: Occasion,
 ) -> Result<Snapshot, Error> {
     use std::collections::BTreeSet;
     use std::sync::Mutex;
 
-    let sdk = if sources.iter().any(SourceUrl::needs_aws) {
-        Some(aws_config(region).await)
-    } else {
-        None
-    };
-    let s3 = sdk.as_ref().map(s3::client);
-    let ssm = sdk.as_ref().map(aws_sdk_ssm::Client::new);
+    let s3 = sdk.map(s3::client);
+    let ssm = sdk.map(aws_sdk_ssm::Client::new);
     let pending: Mutex<BTreeSet<String>> =
         Mutex::new(sources.iter().map(|s| s.to_string()).collect());
 

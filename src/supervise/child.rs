@@ -31,7 +31,7 @@ use tokio::process::{Child, Command};
 use super::ports;
 
 /// What to run and how to tell it is ready.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     pub name: &'static str,
     pub program: PathBuf,

@@ -138,6 +138,8 @@ pub struct Handle {
     /// Restart requests, counted: a request made while the child is not running yet is
     /// satisfied by its next start, not by a second restart after it.
     restart: watch::Sender<u64>,
+    /// What the next start runs: replaced to move the child to a new binary.
+    spec: watch::Sender<Spec>,
     ready: watch::Receiver<bool>,
     /// `None` once joined: a finished task is awaited exactly once.
     task: Option<JoinHandle<Result<(), Error>>>,
@@ -181,6 +183,17 @@ impl Handle {
         self.restart.send_modify(|n| *n += 1);
     }
 
+    /// What the child runs now (program and arguments).
+    pub fn spec(&self) -> Spec {
+        self.spec.borrow().clone()
+    }
+
+    /// Restarts the child on `spec` (a new binary, a new homepath), not counted as a failure.
+    pub fn restart_with(&self, spec: Spec) {
+        self.spec.send_replace(spec);
+        self.restart();
+    }
+
     /// Stops the child and waits for it to be gone.
     pub async fn stop(mut self) -> Result<(), Error> {
         self.stop.cancel();
@@ -200,30 +213,33 @@ pub fn start(spec: Spec, shared: Shared) -> Handle {
     let (ready_tx, ready) = watch::channel(false);
     let name = spec.name;
     shared.readiness.set(name, false);
-    let task = tokio::spawn(manage(spec, shared, stop.clone(), restarts, ready_tx));
+    let (spec_tx, spec_rx) = watch::channel(spec);
+    let task = tokio::spawn(manage(spec_rx, shared, stop.clone(), restarts, ready_tx));
     Handle {
         name,
         stop,
         restart,
+        spec: spec_tx,
         ready,
         task: Some(task),
     }
 }
 
 async fn manage(
-    spec: Spec,
+    specs: watch::Receiver<Spec>,
     shared: Shared,
     stop: CancellationToken,
     mut restarts: watch::Receiver<u64>,
     ready_tx: watch::Sender<bool>,
 ) -> Result<(), Error> {
-    let name = spec.name;
+    let name = specs.borrow().name;
     let config = &shared.config;
     let mut history = policy::History::new(config);
     let mut booting = true;
     loop {
         // Whatever restart was asked for until now, this start fulfils.
         restarts.borrow_and_update();
+        let spec = specs.borrow().clone();
         let started = Instant::now();
         let mut ready_at = None;
         let last = match start_once(&spec, booting).await {

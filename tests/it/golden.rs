@@ -49,6 +49,7 @@ fn check(
         prometheus: &prometheus,
         grafana: &grafana,
         grafana_version,
+        amp_plugin: false,
         layout: &layout,
     };
     let files = render::render(&snapshot, &settings).unwrap();

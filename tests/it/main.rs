@@ -6,6 +6,7 @@ mod bad_input;
 mod fetch;
 mod golden;
 mod packaging;
+mod programs;
 mod prometheus_e2e;
 mod proxy;
 mod run;

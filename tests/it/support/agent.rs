@@ -11,6 +11,8 @@ use super::process::{self, Owned};
 /// Ports and paths of one agent under test.
 pub struct Agent {
     pub process: Owned,
+    /// The agent config file (rewrite it and send SIGHUP to change pins).
+    pub config: PathBuf,
     pub admin: SocketAddr,
     pub root: PathBuf,
     pub log: PathBuf,
@@ -30,6 +32,13 @@ pub struct Setup<'a> {
     pub prometheus_port: Option<u16>,
     /// Run on this root (a fresh one in the agent's temporary directory when `None`).
     pub root: Option<PathBuf>,
+    /// Extra lines inside the `prometheus:` section (two-space indented).
+    pub prometheus_lines: String,
+    /// Run Grafana with these extra lines in its section (two-space indented), with no
+    /// `binary` unless `grafana_binary` says so.
+    pub grafana_lines: Option<String>,
+    /// PATH for moninit (the tests' own when `None`).
+    pub path: Option<PathBuf>,
 }
 
 impl<'a> Setup<'a> {
@@ -44,6 +53,9 @@ impl<'a> Setup<'a> {
             proxy_port: None,
             prometheus_port: None,
             root: None,
+            prometheus_lines: String::new(),
+            grafana_lines: None,
+            path: None,
         }
     }
 }
@@ -105,12 +117,16 @@ impl Agent {
             process::free_port(),
         );
         let proxy_port = setup.proxy_port.unwrap_or_else(process::free_port);
-        let grafana = match &setup.grafana_binary {
-            Some(b) => format!(
-                "grafana:\n  enabled: true\n  binary: {}\n  http_port: {grafana_port}\n",
-                b.display()
+        let grafana = match (&setup.grafana_binary, &setup.grafana_lines) {
+            (Some(b), lines) => format!(
+                "grafana:\n  enabled: true\n  binary: {}\n  http_port: {grafana_port}\n{}",
+                b.display(),
+                lines.as_deref().unwrap_or("")
             ),
-            None => "grafana:\n  enabled: false\n".into(),
+            (None, Some(lines)) => {
+                format!("grafana:\n  enabled: true\n  http_port: {grafana_port}\n{lines}")
+            }
+            (None, None) => "grafana:\n  enabled: false\n".into(),
         };
         let prometheus_binary = setup
             .prometheus_binary
@@ -119,9 +135,9 @@ impl Agent {
             .unwrap_or_default();
         let yaml = format!(
             "region: us-east-1\nsources:\n{}amp_endpoint: {}\ncluster: test\nreplica: r1\n\
-             prometheus:\n  listen: 127.0.0.1:{prom_port}\n  flush_deadline: 2s\n  scrape_interval: 1s\n  scrape_timeout: 1s\n{prometheus_binary}\
+             prometheus:\n  listen: 127.0.0.1:{prom_port}\n  flush_deadline: 2s\n  scrape_interval: 1s\n  scrape_timeout: 1s\n{prometheus_binary}{}\
              {grafana}proxy:\n  port: {proxy_port}\nadmin:\n  port: {admin_port}\n{}",
-            setup.sources, setup.amp_endpoint, setup.extra
+            setup.sources, setup.amp_endpoint, setup.prometheus_lines, setup.extra
         );
         let config = super::write_config(dir.path(), &yaml);
         let log = dir.path().join("moninit.log");
@@ -134,9 +150,13 @@ impl Agent {
         for (k, v) in &setup.env {
             cmd.env(k, v);
         }
+        if let Some(path) = &setup.path {
+            cmd.env("PATH", path);
+        }
         let process = process::spawn(cmd, Some(log.clone()));
         Agent {
             process,
+            config,
             admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
             root,
             log,
