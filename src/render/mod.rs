@@ -199,6 +199,7 @@ fn context(
             "version": s.grafana_version,
             "datasource_mode": s.grafana.datasource,
             "datasource_type": grafana::datasource_type(s.grafana_version, s.grafana.datasource, s.amp_plugin),
+            "plugins_pinned": !s.grafana.plugins.is_empty(),
             "datasource_name": s.grafana.datasource_name,
             "datasource_uid": s.grafana.datasource_uid,
             "datasource_url": if native { format!("{endpoint}{workspace_path}") } else { format!("{proxy_url}{workspace_path}") },

@@ -52,8 +52,7 @@ fn deb_holds_the_binary_unit_conffile_and_maintainer_scripts() {
     let info = run(Command::new("dpkg-deb").arg("-I").arg(&deb));
     for field in [
         "Package: moninit",
-        "Recommends: prometheus",
-        "Suggests: grafana",
+        "Suggests: prometheus, grafana",
         "postinst",
         "prerm",
         "postrm",
@@ -110,10 +109,13 @@ fn rpm_holds_the_binary_unit_noreplace_config_and_scriptlets() {
     ] {
         assert!(scripts.contains(section), "{section} not in:\n{scripts}");
     }
+    // Never pulled in: a distribution Prometheus would take moninit's port (:9090).
     let recommends = run(Command::new("rpm").args(["-qp", "--recommends"]).arg(&rpm));
+    assert!(!recommends.contains("prometheus"), "{recommends}");
+    let suggests = run(Command::new("rpm").args(["-qp", "--suggests"]).arg(&rpm));
     assert!(
-        recommends.contains("prometheus") && recommends.contains("grafana"),
-        "{recommends}"
+        suggests.contains("prometheus") && suggests.contains("grafana"),
+        "{suggests}"
     );
 }
 
@@ -322,6 +324,16 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
         .find(|s| s["Sid"] == "RemoteWriteAndQueryThisWorkspace")
         .unwrap();
     assert_eq!(aps["Resource"]["Fn::GetAtt"][0], "Workspace");
+    // Program archives: read-only, under artifacts/ only.
+    let archives = statements
+        .iter()
+        .find(|s| s["Sid"] == "ReadProgramArchives")
+        .unwrap();
+    assert_eq!(archives["Action"], "s3:GetObject");
+    assert_eq!(
+        archives["Resource"]["Fn::Sub"],
+        "${InputsBucket.Arn}/artifacts/*"
+    );
     // SetInstanceHealth only on the stack's own group, whose name the stack fixes.
     let health = statements
         .iter()
@@ -379,11 +391,26 @@ fn cloud_init_parses_and_its_shell_passes_bash_n_and_shellcheck() {
     let config = doc["write_files"][0]["content"].as_str().unwrap();
     assert_eq!(doc["write_files"][0]["path"], "/etc/moninit/moninit.yaml");
     // What user-data writes is a valid agent config once the placeholders are filled in.
+    let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     let filled = config
         .replace("${WorkspaceId}", "ws-0b1c2d3e-aaaa-bbbb-cccc-123456789012")
         .replace("${InputsUrl}", "s3://bucket/monitoring/")
-        .replace("${ParameterPath}", "/monitoring/prod/");
-    moninit::config::Config::parse(&filled, Path::new("user-data")).unwrap();
+        .replace("${ParameterPath}", "/monitoring/prod/")
+        .replace(
+            "${PrometheusArchiveUrl}",
+            "s3://bucket/artifacts/prometheus.tar.gz",
+        )
+        .replace(
+            "${GrafanaArchiveUrl}",
+            "s3://bucket/artifacts/grafana.tar.gz",
+        )
+        .replace("${AmpPluginUrl}", "s3://bucket/artifacts/plugin.zip")
+        .replace("${PrometheusArchiveSha256}", sha)
+        .replace("${GrafanaArchiveSha256}", sha)
+        .replace("${AmpPluginSha256}", sha);
+    let parsed = moninit::config::Config::parse(&filled, Path::new("user-data")).unwrap();
+    // The node is complete from S3 alone: all three programs are pinned.
+    assert_eq!(parsed.pins().len(), 3);
     let script = doc["runcmd"][0][2]
         .as_str()
         .unwrap()

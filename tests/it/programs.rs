@@ -142,6 +142,15 @@ fn a_node_with_nothing_on_path_runs_everything_from_pinned_s3_archives() {
         format!("{}/{}/{AMP_PLUGIN}", store.display(), plugin.sha256)
     );
     assert_eq!(loaded["datasource_types"], serde_json::json!([AMP_PLUGIN]));
+    // Nothing is fetched from grafana.com at start: the plugins are pinned.
+    let ini = support::read(
+        &first.root.join("etc/moninit/rendered"),
+        "grafana/grafana.ini",
+    );
+    assert!(
+        ini.contains("[plugins]\npreinstall_disabled = true"),
+        "{ini}"
+    );
     let metrics = first.metrics();
     assert_eq!(counter(&metrics, "moninit_archives_downloaded_total"), 3);
 
