@@ -165,3 +165,47 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(c: char) -> Sha256 {
+        Sha256::parse(&c.to_string().repeat(64)).unwrap()
+    }
+
+    #[test]
+    fn retire_keeps_the_running_and_the_previous_trees_and_removes_the_rest() {
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::new(state.path());
+        let add = |c| std::fs::create_dir_all(store.tree(&sha(c)).join("top")).unwrap();
+        add('a');
+        add('c');
+        // A good run with `a`: `c` (older) goes.
+        store.retire(&[sha('a')].into());
+        assert!(!store.tree(&sha('c')).exists());
+        // The next boot downloads `b`, crashes mid-way leave temporaries, and it runs well.
+        add('b');
+        std::fs::create_dir_all(store.dir.join(".unpack-x-1")).unwrap();
+        std::fs::write(store.dir.join(".download-y"), "partial").unwrap();
+        std::fs::create_dir_all(store.dir.join("not-ours")).unwrap();
+        store.retire(&[sha('b')].into());
+        let mut left: Vec<String> = std::fs::read_dir(&store.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                "a".repeat(64),
+                "b".repeat(64),
+                IN_USE.to_owned(),
+                "not-ours".to_owned()
+            ]
+        );
+        // The next good run with `b` again: `a` is no longer the previous one.
+        store.retire(&[sha('b')].into());
+        assert!(!store.tree(&sha('a')).exists() && store.tree(&sha('b')).exists());
+    }
+}

@@ -148,7 +148,7 @@ fn a_node_with_nothing_on_path_runs_everything_from_pinned_s3_archives() {
         "grafana/grafana.ini",
     );
     assert!(
-        ini.contains("[plugins]\npreinstall_disabled = true"),
+        ini.contains("[plugins]\n") && ini.contains("\npreinstall_disabled = true\n"),
         "{ini}"
     );
     let metrics = first.metrics();
@@ -184,8 +184,9 @@ fn a_node_with_nothing_on_path_runs_everything_from_pinned_s3_archives() {
     );
     std::fs::write(&second.config, config).unwrap();
     second.process.signal(Signal::SIGHUP);
+    // The running Prometheus, not a `--version` probe of the new binary.
     let new_tree = format!(
-        "{}/{}/prometheus-2.42.1.linux-amd64/prometheus",
+        "{}/{}/prometheus-2.42.1.linux-amd64/prometheus --config.file=",
         store.display(),
         next.sha256
     );
@@ -204,6 +205,34 @@ fn a_node_with_nothing_on_path_runs_everything_from_pinned_s3_archives() {
     // The tree that ran before is kept to go back to.
     assert!(store.join(&prom.sha256).is_dir());
     assert!(store.join(&next.sha256).is_dir());
+
+    // A pin that fails verification on SIGHUP (a digest the store does not hold, so the
+    // archive is downloaded and checked): the running version stays, and the log says why.
+    let running = second.child_pid(&new_tree).unwrap();
+    let wrong = archives::amp_plugin();
+    let config = std::fs::read_to_string(&second.config).unwrap().replace(
+        &archives::pin(&next_url, &next),
+        &archives::pin(&next_url, &wrong),
+    );
+    std::fs::write(&second.config, config).unwrap();
+    second.process.signal(Signal::SIGHUP);
+    support::wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || format!("the bad pin was not refused:\n{}", second.log_text()),
+        || {
+            let log = second.log_text();
+            (log.contains("reload failed, running configuration kept")
+                && log.contains("SHA-256 mismatch"))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        second.child_pid(&new_tree),
+        Some(running),
+        "{}",
+        second.log_text()
+    );
 }
 
 /// A file server for archives over HTTP.
@@ -374,6 +403,40 @@ fn a_truncated_download_and_a_missing_object_are_fetch_errors_naming_the_url() {
         text.contains(missing) && text.contains("NoSuchKey"),
         "{text}"
     );
+
+    // AccessDenied: moto checks IAM, and this user may do nothing.
+    let moto = Moto::start(&Seed {
+        bucket: "moninit-test".into(),
+        auth: true,
+        ..Seed::default()
+    });
+    let (key, secret) = moto.denied_keys.clone().unwrap();
+    let denied = "s3://moninit-test/artifacts/prometheus.tar.gz";
+    let work = tempfile::tempdir().unwrap();
+    let config = support::write_config(
+        work.path(),
+        &format!(
+            "{}output:\n  state_dir: {}\nprometheus:\n  archive: {}\ngrafana:\n  enabled: false\n",
+            support::file_config(&support::examples()),
+            work.path().join("state").display(),
+            archives::pin(denied, &good)
+        ),
+    );
+    let out = support::moninit(Some(&moto.endpoint))
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .args(["render", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(work.path().join("out"))
+        .output()
+        .unwrap();
+    let text = support::text(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains(denied) && text.contains("AccessDenied"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -479,5 +542,66 @@ fn a_full_disk_while_unpacking_leaves_no_half_tree() {
     assert!(
         text.contains("big.tar.gz") && text.contains("File too large"),
         "{text}"
+    );
+}
+
+#[test]
+fn https_archives_go_through_https_proxy_unless_no_proxy_covers_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = archives::prometheus("2.42.1");
+    std::fs::copy(&archive.path, dir.path().join("p.tar.gz")).unwrap();
+    let log = dir.path().join("proxy.log");
+    let (_server, info) = process::stand_in(
+        "https_stand_in.py",
+        &[
+            "--dir".into(),
+            dir.path().display().to_string(),
+            "--log".into(),
+            log.display().to_string(),
+        ],
+    );
+    let https = info["https"].as_str().unwrap();
+    let url = format!("{https}/p.tar.gz");
+    let render = |no_proxy: Option<&str>| {
+        let work = tempfile::tempdir().unwrap();
+        let config = support::write_config(
+            work.path(),
+            &format!(
+                "{}output:\n  state_dir: {}\nprometheus:\n  archive: {}\ngrafana:\n  enabled: false\n",
+                support::file_config(&support::examples()),
+                work.path().join("state").display(),
+                archives::pin(&url, &archive)
+            ),
+        );
+        let mut cmd = support::moninit(None);
+        cmd.env("SSL_CERT_FILE", info["ca"].as_str().unwrap())
+            .env("HTTPS_PROXY", info["proxy"].as_str().unwrap())
+            .env_remove("https_proxy")
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
+            .args(["render", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(work.path().join("out"));
+        if let Some(n) = no_proxy {
+            cmd.env("NO_PROXY", n);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", support::text(&out));
+        assert!(work
+            .path()
+            .join("state/programs")
+            .join(&archive.sha256)
+            .is_dir());
+    };
+    render(None);
+    let tunnels = std::fs::read_to_string(&log).unwrap_or_default();
+    let target = https.trim_start_matches("https://");
+    assert_eq!(tunnels, format!("CONNECT {target}\n"), "through the proxy");
+    render(Some("127.0.0.1"));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        tunnels,
+        "NO_PROXY covers the host: no tunnel"
     );
 }
