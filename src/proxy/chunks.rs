@@ -28,6 +28,11 @@ impl Chunks {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// How many chunks it holds.
+    pub fn count(&self) -> usize {
+        self.chunks.len()
+    }
 }
 
 impl Body for Chunks {

@@ -25,6 +25,10 @@ pub struct Config {
     pub header_timeout_secs: u64,
     /// Seconds a client may take to send its request body.
     pub body_timeout_secs: u64,
+    /// Seconds a request body may make no progress before the request gets 408.
+    pub body_stall_secs: u64,
+    /// Average bytes per second a request body must arrive at, after its first 2 s.
+    pub body_min_bytes_per_sec: u64,
     /// Seconds to connect (TCP + TLS) to the upstream.
     pub connect_timeout_secs: u64,
     /// Seconds to wait for the upstream's response headers (long PromQL queries included).
@@ -63,6 +67,7 @@ impl Config {
         if [
             self.header_timeout_secs,
             self.body_timeout_secs,
+            self.body_stall_secs,
             self.connect_timeout_secs,
             self.upstream_timeout_secs,
         ]
@@ -82,6 +87,8 @@ impl Default for Config {
             max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT,
             header_timeout_secs: 10,
             body_timeout_secs: 30,
+            body_stall_secs: 5,
+            body_min_bytes_per_sec: 16 * 1024,
             connect_timeout_secs: 5,
             upstream_timeout_secs: 120,
             role_arn: None,
@@ -152,6 +159,8 @@ pub struct Settings {
     pub max_concurrent: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub body_stall: Duration,
+    pub body_min_rate: u64,
     pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub unsigned_payload: bool,
@@ -200,6 +209,8 @@ impl Settings {
             max_concurrent: config.max_concurrent_requests,
             header_timeout: secs(config.header_timeout_secs),
             body_timeout: secs(config.body_timeout_secs),
+            body_stall: secs(config.body_stall_secs),
+            body_min_rate: config.body_min_bytes_per_sec,
             connect_timeout: secs(config.connect_timeout_secs),
             upstream_timeout: secs(config.upstream_timeout_secs),
             unsigned_payload: config.unsigned_payload,

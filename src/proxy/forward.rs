@@ -1,10 +1,12 @@
-//! One request through the proxy: refuse early, read and hash the body once, sign, forward,
-//! stream the answer back.
+//! One request through the proxy, in steps: admit it from its head ([`admit`]), read and
+//! hash its body once ([`body`]), sign, send, look at an error answer, stream the answer back.
 //!
 //! Invariants:
-//! - a request refused by the route table, the body limit or the concurrency limit never
-//!   causes a connection to the upstream; bodies are read only by requests holding one of
-//!   the `max_concurrent` slots, so body memory is bounded by `body_limit × max_concurrent`;
+//! - a request refused by admission never waits and never takes a slot; one refused by the
+//!   body limit or the concurrency limit never causes a connection to the upstream;
+//! - bodies are read only by requests holding one of the `max_concurrent` body slots, so
+//!   body memory is bounded by `body_limit × max_concurrent` whatever the chunking; requests
+//!   without a body need only a send slot, so clients trickling bodies cannot starve them;
 //! - incoming `Authorization`, `X-Amz-*`, hop-by-hop headers and `--strip` headers are
 //!   dropped; only `host`, `content-type`, `content-encoding` and the headers the signer adds
 //!   are signed, since no intermediary rewrites those;
@@ -24,13 +26,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::chunks::Chunks;
 use super::credentials::Cache;
 use super::sign::{self, Payload};
 use super::Settings;
+use super::{admit, body};
 use crate::admin::metrics;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -38,6 +40,9 @@ pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Chunks
 
 /// How long a request may wait for a free slot before it gets 503.
 const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The SHA-256 of an empty body.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Largest error body read from the upstream to look for `ExpiredToken`.
 const ERROR_PEEK_LIMIT: usize = 64 * 1024;
@@ -48,7 +53,10 @@ pub struct State {
     pub client: HttpClient,
     pub credentials: Cache,
     pub metrics: metrics::Proxy,
-    pub permits: Semaphore,
+    /// Requests reading their body: bounds body memory.
+    pub body_permits: Semaphore,
+    /// Requests being sent upstream.
+    pub send_permits: Semaphore,
 }
 
 /// Builds the keep-alive client to the upstream (rustls, system roots, HTTP/1.1).
@@ -87,82 +95,119 @@ fn plain(status: StatusCode, message: &'static str) -> Response<Body> {
 /// Handles one request; never fails (errors become responses).
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let _in_flight = state.metrics.in_flight();
-    // Wait briefly for a slot rather than refusing at once: a burst (Prometheus resharding)
-    // queues instead of failing, and bodies are read only once a slot is held, so memory
-    // stays bounded by body limit × slots either way.
-    let permit = tokio::time::timeout(QUEUE_WAIT, state.permits.acquire()).await;
-    let Ok(Ok(_permit)) = permit else {
-        state.metrics.request("refused_busy", 503);
-        let mut resp = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "moninit proxy: too many requests in flight\n",
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return resp;
-    };
-    // A request must say which host it is for; a missing or non-ASCII Host is refused like a
-    // foreign one (the empty name matches no allowed host).
-    let host = match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().unwrap_or(""),
-        None => req.uri().host().unwrap_or(""),
-    };
-    let route = match state
-        .settings
-        .routes
-        .check(req.method(), host, req.uri().path())
-    {
-        Ok(route) => route.name,
+    let s = &state.settings;
+    let (parts, body) = req.into_parts();
+    // Refusals are decided from the head alone: they never wait and never hold a slot.
+    let route = match admit::admit(
+        &s.routes,
+        s.body_limit,
+        &parts.method,
+        parts.uri.host(),
+        parts.uri.path(),
+        &parts.headers,
+    ) {
+        Ok(route) => route,
         Err(refusal) => {
-            tracing::debug!(method = %req.method(), path = req.uri().path(), reason = refusal.label(), "request refused");
+            tracing::debug!(method = %parts.method, path = parts.uri.path(), reason = refusal.label(), "request refused");
             state
                 .metrics
                 .request(refusal.label(), refusal.status().as_u16());
             return plain(refusal.status(), refusal.message());
         }
     };
-    let resp = forward(&state, route, req).await;
+    let resp = match admitted(&state, route, &parts, body).await {
+        Ok(resp) | Err(resp) => resp,
+    };
     state.metrics.request(route, resp.status().as_u16());
     resp
 }
 
-async fn forward(state: &State, route: &'static str, req: Request<Incoming>) -> Response<Body> {
+/// Body slots bound body memory (body limit × slots); send slots bound upstream requests.
+/// A request without a body never waits behind bodies that are still arriving. Waiting for
+/// a slot lasts at most [`QUEUE_WAIT`]: a burst queues rather than failing.
+async fn admitted(
+    state: &State,
+    route: &'static str,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, Response<Body>> {
     let s = &state.settings;
-    let (parts, body) = req.into_parts();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > s.body_limit as u64) {
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "moninit proxy: request body over the limit\n",
-        );
-    }
-    let (body, sha256) =
-        match tokio::time::timeout(s.body_timeout, read_body(body, s.body_limit)).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(BodyError::TooLarge)) => {
-                return plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "moninit proxy: request body over the limit\n",
-                )
-            }
-            Ok(Err(BodyError::Read)) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "moninit proxy: could not read the request body\n",
-                )
-            }
-            Err(_) => {
-                return plain(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "moninit proxy: request body not received in time\n",
-                )
-            }
-        };
-    state.metrics.body_size(body.len());
+    let (_body_slot, chunks, sha256) = if hyper::body::Body::is_end_stream(&body) {
+        (None, Chunks::default(), EMPTY_SHA256.to_owned())
+    } else {
+        let slot = slot(state, &state.body_permits).await?;
+        let (chunks, sha256) = read_body(body, declared, s).await?;
+        (Some(slot), chunks, sha256)
+    };
+    state.metrics.body_size(chunks.len());
+    let _send_slot = slot(state, &state.send_permits).await?;
+    Ok(forward(state, route, parts, chunks, &sha256).await)
+}
 
+async fn slot<'a>(
+    state: &State,
+    permits: &'a Semaphore,
+) -> Result<tokio::sync::SemaphorePermit<'a>, Response<Body>> {
+    match tokio::time::timeout(QUEUE_WAIT, permits.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            state.metrics.request("refused_busy", 503);
+            let mut resp = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "moninit proxy: too many requests in flight\n",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(resp)
+        }
+    }
+}
+
+/// Step 1: the body, hashed once, bounded in size, memory and time.
+async fn read_body(
+    body: Incoming,
+    declared: Option<u64>,
+    s: &Settings,
+) -> Result<(Chunks, String), Response<Body>> {
+    let limits = body::Limits {
+        max: s.body_limit,
+        total: s.body_timeout,
+        stall: s.body_stall,
+        min_rate: s.body_min_rate,
+        grace: body::GRACE,
+    };
+    body::read(body, declared, limits)
+        .await
+        .map_err(|e| match e {
+            body::Error::TooLarge => plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "moninit proxy: request body over the limit\n",
+            ),
+            body::Error::Read => plain(
+                StatusCode::BAD_REQUEST,
+                "moninit proxy: could not read the request body\n",
+            ),
+            body::Error::Slow => plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "moninit proxy: request body too slow (no progress, or under the minimum rate)\n",
+            ),
+        })
+}
+
+/// Where the request goes and what it carries, before signing.
+struct Target {
+    /// The URI signed (with `sign_host` when set).
+    signed_uri: String,
+    /// The URI sent (the upstream's own authority).
+    send_uri: String,
+    headers: HeaderMap,
+}
+
+fn target(s: &Settings, parts: &http::request::Parts) -> Target {
     let query = sign::canonical_query(parts.uri.query().unwrap_or(""));
     let path_and_query = if query.is_empty() {
         parts.uri.path().to_owned()
@@ -170,13 +215,25 @@ async fn forward(state: &State, route: &'static str, req: Request<Incoming>) -> 
         format!("{}?{query}", parts.uri.path())
     };
     let host = s.sign_host.as_deref().unwrap_or(&s.upstream.authority);
-    let uri = format!("{}://{}{}", s.upstream.scheme, host, path_and_query);
-    let send_uri = format!(
-        "{}://{}{}",
-        s.upstream.scheme, s.upstream.authority, path_and_query
-    );
-    let headers = forwarded_headers(&parts.headers, &s.strip, host);
+    Target {
+        signed_uri: format!("{}://{}{}", s.upstream.scheme, host, path_and_query),
+        send_uri: format!(
+            "{}://{}{}",
+            s.upstream.scheme, s.upstream.authority, path_and_query
+        ),
+        headers: forwarded_headers(&parts.headers, &s.strip, host),
+    }
+}
 
+/// Steps 2 to 4, with one retry after a forced credential refresh on `ExpiredToken`.
+async fn forward(
+    state: &State,
+    route: &'static str,
+    parts: &http::request::Parts,
+    body: Chunks,
+    sha256: &str,
+) -> Response<Body> {
+    let target = target(&state.settings, parts);
     let mut credentials = match state.credentials.get().await {
         Ok(c) => c,
         Err(e) => {
@@ -193,9 +250,9 @@ async fn forward(state: &State, route: &'static str, req: Request<Incoming>) -> 
         let signed = sign_headers(
             state,
             &parts.method,
-            &uri,
-            &headers,
-            &sha256,
+            &target.signed_uri,
+            &target.headers,
+            sha256,
             &body,
             &credentials,
         );
@@ -207,91 +264,133 @@ async fn forward(state: &State, route: &'static str, req: Request<Incoming>) -> 
                 return plain(StatusCode::BAD_GATEWAY, "moninit proxy: signing failed\n");
             }
         };
-        let mut upstream_req = Request::builder()
-            .method(parts.method.clone())
-            .uri(&send_uri);
-        if let Some(h) = upstream_req.headers_mut() {
-            *h = signed;
-        }
-        let upstream_req = match upstream_req.body(body.clone()) {
-            Ok(r) => r,
-            Err(_) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "moninit proxy: request not accepted\n",
-                )
-            }
+        let resp = match send(
+            state,
+            route,
+            &parts.method,
+            &target.send_uri,
+            signed,
+            body.clone(),
+        )
+        .await
+        {
+            Ok(resp) => resp,
+            Err(resp) => return resp,
         };
-        let sent = Instant::now();
-        let result =
-            tokio::time::timeout(s.upstream_timeout, state.client.request(upstream_req)).await;
-        state.metrics.upstream_latency(route, sent.elapsed());
-        let resp = match result {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                tracing::warn!(route, error = %crate::source::chain(&e), "upstream request failed");
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    "moninit proxy: upstream unreachable\n",
-                );
-            }
-            Err(_) => {
-                tracing::warn!(
-                    route,
-                    timeout_s = s.upstream_timeout.as_secs(),
-                    "upstream did not answer in time"
-                );
-                return plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "moninit proxy: upstream did not answer in time\n",
-                );
-            }
-        };
-        let status = resp.status();
-        // AWS error bodies are small and sized: only those are read to look for
-        // ExpiredToken; anything else streams through untouched.
-        let small_error = (status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST)
-            && resp
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-                .is_some_and(|n| n <= ERROR_PEEK_LIMIT);
-        if !retried && small_error {
-            let (parts, body) = resp.into_parts();
-            let read = tokio::time::timeout(
-                s.upstream_timeout,
-                Limited::new(body, ERROR_PEEK_LIMIT).collect(),
-            );
-            let bytes = match read.await {
-                Ok(Ok(c)) => c.to_bytes(),
-                Ok(Err(_)) | Err(_) => {
-                    return plain(
-                        StatusCode::BAD_GATEWAY,
-                        "moninit proxy: upstream error body unreadable\n",
-                    )
-                }
-            };
-
-            if bytes.windows(12).any(|w| w == b"ExpiredToken") {
-                tracing::warn!(
-                    route,
-                    "upstream says the credentials expired; refreshing and retrying once"
-                );
+        match look_at_error(state, route, resp, retried).await {
+            Answer::Pass(resp) => return resp,
+            Answer::Expired(parts, bytes) => {
                 match state.credentials.force_refresh(&credentials).await {
-                    Ok(c) => credentials = c,
+                    Ok(c) => {
+                        credentials = c;
+                        retried = true;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "credential refresh failed");
                         return respond(parts, full(bytes));
                     }
                 }
-                retried = true;
-                continue;
             }
-            return respond(parts, full(bytes));
         }
-        let (parts, body) = resp.into_parts();
-        return respond(parts, body.boxed());
     }
+}
+
+/// Step 3: one request upstream, within the upstream timeout.
+async fn send(
+    state: &State,
+    route: &'static str,
+    method: &http::Method,
+    uri: &str,
+    headers: HeaderMap,
+    body: Chunks,
+) -> Result<Response<Incoming>, Response<Body>> {
+    let s = &state.settings;
+    let mut req = Request::builder().method(method.clone()).uri(uri);
+    if let Some(h) = req.headers_mut() {
+        *h = headers;
+    }
+    let req = req.body(body).map_err(|_| {
+        plain(
+            StatusCode::BAD_REQUEST,
+            "moninit proxy: request not accepted\n",
+        )
+    })?;
+    let sent = Instant::now();
+    let result = tokio::time::timeout(s.upstream_timeout, state.client.request(req)).await;
+    state.metrics.upstream_latency(route, sent.elapsed());
+    match result {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => {
+            tracing::warn!(route, error = %crate::source::chain(&e), "upstream request failed");
+            Err(plain(
+                StatusCode::BAD_GATEWAY,
+                "moninit proxy: upstream unreachable\n",
+            ))
+        }
+        Err(_) => {
+            tracing::warn!(
+                route,
+                timeout_s = s.upstream_timeout.as_secs(),
+                "upstream did not answer in time"
+            );
+            Err(plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "moninit proxy: upstream did not answer in time\n",
+            ))
+        }
+    }
+}
+
+/// What an upstream answer means for the proxy.
+enum Answer {
+    /// Hand it to the client as it is.
+    Pass(Response<Body>),
+    /// `ExpiredToken`: refresh the credentials and retry once (its parts and body are kept
+    /// in case the refresh fails).
+    Expired(http::response::Parts, Bytes),
+}
+
+/// Step 4: AWS error bodies are small and sized; only those are read, to look for
+/// `ExpiredToken`. Anything else streams through untouched.
+async fn look_at_error(
+    state: &State,
+    route: &'static str,
+    resp: Response<Incoming>,
+    retried: bool,
+) -> Answer {
+    let status = resp.status();
+    let small_error = (status == StatusCode::FORBIDDEN || status == StatusCode::BAD_REQUEST)
+        && resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n <= ERROR_PEEK_LIMIT);
+    if retried || !small_error {
+        let (parts, body) = resp.into_parts();
+        return Answer::Pass(respond(parts, body.boxed()));
+    }
+    let (parts, body) = resp.into_parts();
+    let read = tokio::time::timeout(
+        state.settings.upstream_timeout,
+        Limited::new(body, ERROR_PEEK_LIMIT).collect(),
+    );
+    let bytes = match read.await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) | Err(_) => {
+            return Answer::Pass(plain(
+                StatusCode::BAD_GATEWAY,
+                "moninit proxy: upstream error body unreadable\n",
+            ))
+        }
+    };
+    if bytes.windows(12).any(|w| w == b"ExpiredToken") {
+        tracing::warn!(
+            route,
+            "upstream says the credentials expired; refreshing and retrying once"
+        );
+        return Answer::Expired(parts, bytes);
+    }
+    Answer::Pass(respond(parts, full(bytes)))
 }
 
 fn respond(mut parts: http::response::Parts, body: Body) -> Response<Body> {
@@ -333,29 +432,6 @@ fn sign_headers(
     }
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(out)
-}
-
-enum BodyError {
-    TooLarge,
-    Read,
-}
-
-/// Reads the whole body, hashing each chunk as it arrives (one pass), up to `limit` bytes.
-/// The chunks are kept as received: no copy into one buffer.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<(Chunks, String), BodyError> {
-    let mut hasher = Sha256::new();
-    let mut buf = Chunks::default();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| BodyError::Read)?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(BodyError::TooLarge);
-            }
-            hasher.update(&data);
-            buf.push(data);
-        }
-    }
-    Ok((buf, hex::encode(hasher.finalize())))
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and those named by `Connection`.

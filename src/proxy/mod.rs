@@ -9,6 +9,8 @@
 //! - [`credentials`]: the credential chain, AssumeRole, cache and refresh;
 //! - [`forward`]: one request, end to end; [`server`]: the listener and draining.
 
+mod admit;
+pub mod body;
 mod chunks;
 mod config;
 pub mod credentials;
@@ -46,13 +48,13 @@ impl Proxy {
             .map_err(|e| server::Error::Setup(e.to_string()))?;
         let client = forward::client(&settings)
             .map_err(|e| server::Error::Setup(format!("TLS setup: {e}")))?;
-        let permits = tokio::sync::Semaphore::new(settings.max_concurrent);
         let state = forward::State {
             credentials: credentials::Cache::new(provider, metrics.clone()),
+            body_permits: tokio::sync::Semaphore::new(settings.max_concurrent),
+            send_permits: tokio::sync::Semaphore::new(settings.max_concurrent),
             settings,
             client,
             metrics,
-            permits,
         };
         Ok(Proxy {
             listener,

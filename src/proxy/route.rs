@@ -83,6 +83,17 @@ pub enum Refusal {
     NoRoute,
     /// A route has this path but not this method: 405.
     Method,
+    /// A browser's cross-site request (`Origin`, or `Sec-Fetch-Site` not `none` or
+    /// `same-origin`): 403. Prometheus and Grafana's server side never send these.
+    CrossSite,
+    /// remote_write without `Content-Type: application/x-protobuf`: 415. A browser cannot send
+    /// that type without a preflight, and preflights are refused.
+    ContentType,
+    /// A signed header (`Host`, `Content-Type`, `Content-Encoding`) given twice: 400. One value
+    /// would be signed and both forwarded, and the upstream would refuse the signature.
+    DuplicateHeader,
+    /// `Content-Length` over the body limit: 413.
+    TooLarge,
 }
 
 impl Refusal {
@@ -92,6 +103,10 @@ impl Refusal {
             Refusal::UncleanPath => http::StatusCode::BAD_REQUEST,
             Refusal::NoRoute => http::StatusCode::NOT_FOUND,
             Refusal::Method => http::StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::CrossSite => http::StatusCode::FORBIDDEN,
+            Refusal::ContentType => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::DuplicateHeader => http::StatusCode::BAD_REQUEST,
+            Refusal::TooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -103,6 +118,16 @@ impl Refusal {
             Refusal::UncleanPath => "moninit proxy: path not accepted\n",
             Refusal::NoRoute => "moninit proxy: path not allowed by the route table\n",
             Refusal::Method => "moninit proxy: method not allowed for this path\n",
+            Refusal::CrossSite => {
+                "moninit proxy: browser requests from another site are refused (Origin or Sec-Fetch-Site)\n"
+            }
+            Refusal::ContentType => {
+                "moninit proxy: remote_write needs Content-Type: application/x-protobuf\n"
+            }
+            Refusal::DuplicateHeader => {
+                "moninit proxy: Host, Content-Type and Content-Encoding may each appear once\n"
+            }
+            Refusal::TooLarge => "moninit proxy: request body over the limit\n",
         }
     }
 
@@ -112,6 +137,10 @@ impl Refusal {
             Refusal::UncleanPath => "refused_path",
             Refusal::NoRoute => "refused_route",
             Refusal::Method => "refused_method",
+            Refusal::CrossSite => "refused_cross_site",
+            Refusal::ContentType => "refused_content_type",
+            Refusal::DuplicateHeader => "refused_duplicate_header",
+            Refusal::TooLarge => "refused_too_large",
         }
     }
 }
