@@ -41,8 +41,15 @@ pub(super) async fn reload(
         let prepared = prepare(&config, layout.clone(), source::Occasion::Reload).await?;
         let outcome =
             install::install(&layout.config_dir, &prepared.files).map_err(Error::Install)?;
-        let plugins_changed = programs::link_plugins(layout, &prepared.programs)
-            .map_err(|(path, source)| Error::State { path, source })?;
+        // The files are installed now: a failure to link the plugins must not pretend that
+        // nothing changed. Grafana is restarted either way and loads what is there.
+        let plugins_changed = match programs::link_plugins(layout, &prepared.programs) {
+            Ok(changed) => changed,
+            Err((path, e)) => {
+                tracing::error!(path, error = %e, "could not link the pinned Grafana plugins");
+                true
+            }
+        };
         Ok::<_, Error>((prepared, outcome, plugins_changed))
     }
     .await;
@@ -77,14 +84,46 @@ pub(super) async fn reload(
                 started,
                 touches("grafana") || plugins_changed,
             );
-            crate::artifact::store::Store::new(&layout.state_dir)
-                .retire(&prepared.programs.digests());
+            let store = crate::artifact::store::Store::new(&layout.state_dir);
+            let mut keep = prepared.programs.digests();
+            keep.extend(in_use(&store, layout, started));
+            store.retire(&keep);
         }
     }
     match readiness.check() {
         Ok(()) => status("running"),
         Err(down) => status(&format!("degraded: {}", down.join(", "))),
     }
+}
+
+/// The store trees the running children use (their program, Grafana's homepath and its
+/// plugin links), whatever the pins say now: a tree is never removed under a running child.
+fn in_use(
+    store: &crate::artifact::store::Store,
+    layout: &Layout,
+    started: &Started,
+) -> std::collections::BTreeSet<crate::artifact::Sha256> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for handle in [&started.prometheus, &started.grafana]
+        .into_iter()
+        .flatten()
+    {
+        let spec = handle.spec();
+        paths.push(spec.program.clone());
+        paths.extend(
+            spec.args
+                .iter()
+                .filter_map(|a| a.to_str()?.strip_prefix("--homepath=").map(PathBuf::from)),
+        );
+    }
+    if let Ok(links) = std::fs::read_dir(layout.state("grafana/plugins")) {
+        paths.extend(
+            links
+                .flatten()
+                .filter_map(|l| std::fs::read_link(l.path()).ok()),
+        );
+    }
+    paths.iter().filter_map(|p| store.digest_of(p)).collect()
 }
 
 /// The agent config as written now, with the parts the running process is built on kept.

@@ -6,8 +6,9 @@
 //! fills the disk. A body shorter than announced is a truncated download, reported as such.
 //!
 //! Sources: S3 with the same client (credentials, endpoint) as the inputs; HTTP(S) through
-//! hyper with rustls, following up to 5 redirects (release downloads redirect to a CDN) and
-//! honouring `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (CONNECT tunnels); local files.
+//! hyper with rustls, following up to 5 redirects (release downloads redirect to a CDN), never
+//! from `https://` down to `http://`, and for `https://` honouring `HTTPS_PROXY` and
+//! `NO_PROXY` (CONNECT tunnels); local files.
 
 use std::path::Path;
 
@@ -216,8 +217,15 @@ async fn from_http(start: &str, sink: &mut Sink<'_>) -> Result<(), Error> {
                 .get(http::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| Error::fetch(url, format!("{status} without a Location")))?;
-            target = resolve(&target, location)
+            let next = resolve(&target, location)
                 .ok_or_else(|| Error::fetch(url, format!("bad redirect to `{location}`")))?;
+            if target.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
+                return Err(Error::fetch(
+                    url,
+                    format!("redirect from https down to `{next}` refused"),
+                ));
+            }
+            target = next;
             continue;
         }
         if status != http::StatusCode::OK {

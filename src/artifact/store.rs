@@ -50,14 +50,18 @@ impl Store {
             });
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&pin.url, &self.dir, e))?;
+        self.check_owner(pin)?;
         let started = std::time::Instant::now();
         let downloaded = fetch::download(pin, s3, &self.dir, max_bytes).await?;
         let fetched_ms = started.elapsed().as_millis() as u64;
         let (store, pin2) = (self.clone(), pin.clone());
         let archive = downloaded.file;
-        let dir = tokio::task::spawn_blocking(move || store.unpack(&pin2, kind, archive.path()))
-            .await
-            .map_err(|e| Error::rejected(&pin.url, format!("unpacking stopped: {e}")))??;
+        let unpacked_cap = max_bytes.saturating_mul(4);
+        let dir = tokio::task::spawn_blocking(move || {
+            store.unpack(&pin2, kind, archive.path(), unpacked_cap)
+        })
+        .await
+        .map_err(|e| Error::rejected(&pin.url, format!("unpacking stopped: {e}")))??;
         tracing::info!(
             url = %pin.url,
             sha256 = %pin.sha256,
@@ -89,12 +93,18 @@ impl Store {
     }
 
     /// Unpacks a verified `archive` into a temporary sibling, then renames it into place.
-    fn unpack(&self, pin: &Pin, kind: Kind, archive: &Path) -> Result<PathBuf, Error> {
+    fn unpack(
+        &self,
+        pin: &Pin,
+        kind: Kind,
+        archive: &Path,
+        max_bytes: u64,
+    ) -> Result<PathBuf, Error> {
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".unpack-{}-", pin.sha256))
             .tempdir_in(&self.dir)
             .map_err(|e| Error::io(&pin.url, &self.dir, e))?;
-        let top = unpack::unpack(archive, tmp.path(), kind).map_err(|r| match r {
+        let top = unpack::unpack(archive, tmp.path(), kind, max_bytes).map_err(|r| match r {
             unpack::Refusal::Bad(m) => Error::rejected(&pin.url, m),
             unpack::Refusal::Io(path, e) => Error::io(&pin.url, &path, e),
         })?;
@@ -105,19 +115,54 @@ impl Store {
             }
         }
         let tree = self.tree(&pin.sha256);
+        // Another moninit (a `moninit check` beside the service, a duplicated pin) may have
+        // finished the same digest meanwhile: its complete tree is as good as ours.
+        if let Some(dir) = self.present(pin, kind) {
+            return Ok(dir);
+        }
         // A tree left in place without its layout (tampered, or from an older moninit) goes.
         if tree.exists() {
             std::fs::remove_dir_all(&tree).map_err(|e| Error::io(&pin.url, &tree, e))?;
         }
         let staged = tmp.keep();
-        std::fs::rename(&staged, &tree).map_err(|e| {
+        if let Err(e) = std::fs::rename(&staged, &tree) {
             let _ = std::fs::remove_dir_all(&staged);
-            Error::io(&pin.url, &tree, e)
-        })?;
+            // Lost a race to an identical tree: use it.
+            return self
+                .present(pin, kind)
+                .ok_or_else(|| Error::io(&pin.url, &tree, e));
+        }
         if let Ok(dir) = std::fs::File::open(&self.dir) {
             let _ = dir.sync_all();
         }
         Ok(tree.join(top))
+    }
+
+    /// Refuses to write into a store owned by another user: a `moninit check` run as root
+    /// would leave trees the service (user `moninit`) can neither use nor remove.
+    fn check_owner(&self, pin: &Pin) -> Result<(), Error> {
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::geteuid().as_raw();
+        match std::fs::metadata(&self.dir) {
+            Ok(m) if m.uid() != me => Err(Error::io(
+                &pin.url,
+                &self.dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "the program store belongs to uid {}; run moninit as that user (e.g. sudo -u moninit moninit check)",
+                        m.uid()
+                    ),
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The digest of the store tree `path` lies in, if it lies in one.
+    pub fn digest_of(&self, path: &Path) -> Option<Sha256> {
+        let rest = path.strip_prefix(&self.dir).ok()?;
+        Sha256::parse(&rest.components().next()?.as_os_str().to_string_lossy()).ok()
     }
 
     /// After a good boot or reload that runs `current`: removes every tree but those and the

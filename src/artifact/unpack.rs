@@ -6,8 +6,13 @@
 //!   share (a second top directory is refused: the archive is not the release layout);
 //! - only files, directories and links are accepted: device files and FIFOs are refused;
 //! - a symbolic link's target, resolved from the link's own directory, stays inside the top
-//!   directory; a hard link names an entry already extracted. So no later write can go
-//!   through a link to outside the tree;
+//!   directory; a hard link names a file already extracted;
+//! - nothing is ever written, created or linked *through* a symbolic link: an entry whose
+//!   path (or a hard link whose target) passes through a link already extracted is refused.
+//!   Each link is checked alone, so without this a chain of links that each stay "inside"
+//!   (`p/s -> .`, `p/s/u -> ..`, …) could climb out of the tree;
+//! - the bytes unpacked are capped ([`unpack`]'s `max_bytes`): a small archive cannot fill
+//!   the disk;
 //! - modes keep their permission bits only (no setuid, setgid or sticky bit).
 //!
 //! Then [`check_layout`] asks for what the archive's kind must hold. The caller renames the
@@ -34,16 +39,18 @@ fn bad<T>(message: impl Into<String>) -> Result<T> {
     Err(Refusal::Bad(message.into()))
 }
 
-/// Unpacks `archive` into `into` (an empty directory); returns the top directory's name.
-pub fn unpack(archive: &Path, into: &Path, kind: Kind) -> Result<String> {
+/// Unpacks `archive` into `into` (an empty directory), writing at most `max_bytes`;
+/// returns the top directory's name.
+pub fn unpack(archive: &Path, into: &Path, kind: Kind, max_bytes: u64) -> Result<String> {
+    let mut budget = Budget(max_bytes);
     let mut magic = [0u8; 4];
     let mut f = File::open(archive).map_err(|e| Refusal::Io(archive.to_owned(), e))?;
     let n = f
         .read(&mut magic)
         .map_err(|e| Refusal::Io(archive.to_owned(), e))?;
     let top = match &magic[..n] {
-        [0x1f, 0x8b, ..] => untar(archive, into)?,
-        [b'P', b'K', 3, 4] => unzip(archive, into)?,
+        [0x1f, 0x8b, ..] => untar(archive, into, &mut budget)?,
+        [b'P', b'K', 3, 4] => unzip(archive, into, &mut budget)?,
         _ => return bad("not a gzip-compressed tar archive nor a zip archive"),
     };
     check_layout(&into.join(&top), &top, kind)?;
@@ -109,11 +116,45 @@ fn dest(into: &Path, parts: &[String]) -> PathBuf {
     parts.iter().fold(into.to_owned(), |p, c| p.join(c))
 }
 
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
-    r.map_err(|e| Refusal::Io(path.to_owned(), e))
+/// Refuses a path that passes through a symbolic link already extracted (every component
+/// but the last is checked; the last too when `last_too`).
+fn not_through_links(into: &Path, parts: &[String], raw: &Path, last_too: bool) -> Result<()> {
+    let upto = if last_too {
+        parts.len()
+    } else {
+        parts.len().saturating_sub(1)
+    };
+    let mut p = into.to_owned();
+    for part in &parts[..upto] {
+        p.push(part);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return bad(format!(
+                "entry `{}` goes through the link `{}`; nothing is written through a link",
+                raw.display(),
+                p.strip_prefix(into).unwrap_or(&p).display()
+            ));
+        }
+    }
+    Ok(())
 }
 
-fn untar(archive: &Path, into: &Path) -> Result<String> {
+/// Bytes still allowed to be written.
+struct Budget(u64);
+
+/// An I/O error while writing the tree: a clash between entries (a file where a directory
+/// is, or the reverse) is the archive's fault; anything else (a full disk) is not.
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    use std::io::ErrorKind::{AlreadyExists, IsADirectory, NotADirectory};
+    r.map_err(|e| match e.kind() {
+        NotADirectory | IsADirectory | AlreadyExists => Refusal::Bad(format!(
+            "`{}`: entries clash (a file and a directory of one name): {e}",
+            path.display()
+        )),
+        _ => Refusal::Io(path.to_owned(), e),
+    })
+}
+
+fn untar(archive: &Path, into: &Path, budget: &mut Budget) -> Result<String> {
     use tar::EntryType;
     let file = io(archive, File::open(archive))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
@@ -136,6 +177,7 @@ fn untar(archive: &Path, into: &Path) -> Result<String> {
             continue;
         }
         let path = dest(into, &parts);
+        not_through_links(into, &parts, &raw, true)?;
         let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
         match kind {
             EntryType::Directory => {
@@ -144,7 +186,7 @@ fn untar(archive: &Path, into: &Path) -> Result<String> {
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 make_parent(&path)?;
-                write_file(&mut entry, &path, &raw)?;
+                write_file(&mut entry, &path, &raw, budget)?;
                 set_mode(&path, mode)?;
             }
             EntryType::Symlink => {
@@ -180,7 +222,8 @@ fn untar(archive: &Path, into: &Path) -> Result<String> {
                     ))
                 })?;
                 let source = dest(into, &target_parts);
-                if target_parts.is_empty() || !source.is_file() || source.is_symlink() {
+                not_through_links(into, &target_parts, &target, true)?;
+                if target_parts.is_empty() || !source.is_file() {
                     return bad(format!(
                         "hard link `{}` names `{}`, which is not a file extracted before it",
                         raw.display(),
@@ -212,7 +255,7 @@ fn describe(kind: tar::EntryType) -> &'static str {
     }
 }
 
-fn unzip(archive: &Path, into: &Path) -> Result<String> {
+fn unzip(archive: &Path, into: &Path, budget: &mut Budget) -> Result<String> {
     let file = io(archive, File::open(archive))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .or_else(|e| bad(format!("not a zip archive: {e}")))?;
@@ -232,6 +275,7 @@ fn unzip(archive: &Path, into: &Path) -> Result<String> {
             continue;
         }
         let path = dest(into, &parts);
+        not_through_links(into, &parts, &raw, true)?;
         let mode = entry.unix_mode().map(|m| m & 0o777);
         if entry.is_symlink() {
             return bad(format!(
@@ -253,7 +297,7 @@ fn unzip(archive: &Path, into: &Path) -> Result<String> {
                 }
             }
             make_parent(&path)?;
-            write_file(&mut entry, &path, &raw)?;
+            write_file(&mut entry, &path, &raw, budget)?;
             set_mode(&path, mode.unwrap_or(0o644))?;
         }
     }
@@ -262,7 +306,7 @@ fn unzip(archive: &Path, into: &Path) -> Result<String> {
 
 /// Copies an entry's bytes to `path`: a failed read is the archive's fault (corrupt,
 /// truncated), a failed write the disk's (full, over a quota).
-fn write_file(entry: &mut impl Read, path: &Path, raw: &Path) -> Result<()> {
+fn write_file(entry: &mut impl Read, path: &Path, raw: &Path, budget: &mut Budget) -> Result<()> {
     use std::io::Write;
     let mut out = io(path, File::create(path))?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -273,6 +317,12 @@ fn write_file(entry: &mut impl Read, path: &Path, raw: &Path) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return bad(format!("entry `{}`: {e}", raw.display())),
         };
+        budget.0 = budget.0.checked_sub(n as u64).ok_or_else(|| {
+            Refusal::Bad(
+                "the archive unpacks to more than 4 times the archive size cap (fetch.max_archive_bytes)"
+                    .into(),
+            )
+        })?;
         io(path, out.write_all(&buf[..n]))?;
     }
     // Durability comes from one syncfs before the tree is renamed into the store.
@@ -382,7 +432,7 @@ mod tests {
         std::fs::write(&archive, bytes).unwrap();
         let into = dir.path().join("into");
         std::fs::create_dir(&into).unwrap();
-        let r = unpack(&archive, &into, kind);
+        let r = unpack(&archive, &into, kind, 1 << 30);
         (dir, r)
     }
 
@@ -465,6 +515,47 @@ mod tests {
             Kind::Prometheus,
         );
         r.unwrap();
+    }
+
+    #[test]
+    fn a_chain_of_links_cannot_climb_out_and_nothing_is_written_through_a_link() {
+        // Each link alone stays inside; together they would reach the store and beyond.
+        let m = refusal(
+            &release(&[
+                ("prometheus-2.53.4.linux-amd64/s", L, b".", 0o777),
+                ("prometheus-2.53.4.linux-amd64/s/u", L, b"..", 0o777),
+                ("prometheus-2.53.4.linux-amd64/s/u/evil", F, b"x", 0o644),
+            ]),
+            Kind::Prometheus,
+        );
+        assert!(m.contains("goes through the link"), "{m}");
+        let m = refusal(
+            &release(&[
+                ("prometheus-2.53.4.linux-amd64/s", L, b".", 0o777),
+                ("prometheus-2.53.4.linux-amd64/x", F, b"x", 0o644),
+                (
+                    "prometheus-2.53.4.linux-amd64/s",
+                    F,
+                    b"over the link",
+                    0o644,
+                ),
+            ]),
+            Kind::Prometheus,
+        );
+        assert!(m.contains("goes through the link"), "{m}");
+        let m = refusal(
+            &release(&[
+                ("prometheus-2.53.4.linux-amd64/s", L, b".", 0o777),
+                (
+                    "prometheus-2.53.4.linux-amd64/h",
+                    tar::EntryType::Link,
+                    b"prometheus-2.53.4.linux-amd64/s/prometheus",
+                    0o644,
+                ),
+            ]),
+            Kind::Prometheus,
+        );
+        assert!(m.contains("goes through the link"), "{m}");
     }
 
     #[test]

@@ -113,6 +113,15 @@ impl Config {
         if self.datasource_uid.is_empty() || self.datasource_uid.len() > 40 {
             return Err("grafana.datasource_uid: must be 1 to 40 characters".into());
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for pin in &self.plugins {
+            if !seen.insert(pin.sha256.clone()) {
+                return Err(format!(
+                    "grafana.plugins: the archive with sha256 {} is pinned twice",
+                    pin.sha256
+                ));
+            }
+        }
         Ok(())
     }
 }

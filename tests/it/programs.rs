@@ -206,10 +206,13 @@ fn a_node_with_nothing_on_path_runs_everything_from_pinned_s3_archives() {
     assert!(store.join(&prom.sha256).is_dir());
     assert!(store.join(&next.sha256).is_dir());
 
-    // A pin that fails verification on SIGHUP (a digest the store does not hold, so the
+    // A pin that fails verification on SIGHUP (a digest no tree in the store has, so the
     // archive is downloaded and checked): the running version stays, and the log says why.
     let running = second.child_pid(&new_tree).unwrap();
-    let wrong = archives::amp_plugin();
+    let wrong = Archive {
+        path: PathBuf::new(),
+        sha256: "0123456789abcdef".repeat(4),
+    };
     let config = std::fs::read_to_string(&second.config).unwrap().replace(
         &archives::pin(&next_url, &next),
         &archives::pin(&next_url, &wrong),

@@ -31,13 +31,19 @@ pub fn sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// Builds `name` in the cache with `build` unless it is there already.
+/// Builds `name` in the cache with `build` unless it is there already. Each builder writes
+/// its own temporary file (tests run in parallel, as threads or processes) and renames it into
+/// place; identical builds make identical files, so whichever rename lands last is fine.
 fn cached(name: &str, build: impl FnOnce(&Path)) -> Archive {
     let path = cache_dir().join(name);
     if !path.exists() {
-        let tmp = cache_dir().join(format!(".{name}.{}", std::process::id()));
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .tempfile_in(cache_dir())
+            .unwrap()
+            .into_temp_path();
         build(&tmp);
-        std::fs::rename(&tmp, &path).unwrap();
+        tmp.persist(&path).unwrap();
     }
     Archive {
         sha256: sha256(&path),
