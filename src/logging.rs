@@ -29,22 +29,35 @@ const CAPPED: [&str; 7] = [
 /// Installs the global subscriber (`verbose`: default level debug instead of info). Safe to
 /// call more than once (later calls do nothing).
 pub fn init(verbose: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = if verbose { "debug" } else { "info" };
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let wants_trace = filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE);
-    if wants_trace && std::env::var_os("MONINIT_LOG_UNCAPPED").is_none() {
-        for target in CAPPED {
-            if let Ok(directive) = format!("{target}=debug").parse() {
-                filter = filter.add_directive(directive);
-            }
-        }
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(MaskingWriter)
-        .with_ansi(false)
-        .event_format(FieldsFirst)
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // A filter of its own, after RUST_LOG's: no directive, however specific its target
+    // (`aws_sigv4::http_request=trace`), can lift the cap.
+    let uncapped = std::env::var_os("MONINIT_LOG_UNCAPPED").is_some();
+    let cap = tracing_subscriber::filter::filter_fn(move |meta| {
+        uncapped || *meta.level() != tracing::Level::TRACE || !capped(meta.target())
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(cap)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(MaskingWriter)
+                .with_ansi(false)
+                .event_format(FieldsFirst),
+        )
         .try_init();
+}
+
+/// Whether `target` is one of the capped crates or a module of one.
+fn capped(target: &str) -> bool {
+    CAPPED.iter().any(|crate_name| {
+        target
+            .strip_prefix(crate_name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 /// One line per event: time, level, target, the structured fields, then the sentence

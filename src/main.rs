@@ -8,8 +8,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use moninit::cli::{Cli, Command};
 
+/// Raises the soft limit on open files to the hard one, as the Go runtime does: a shell's
+/// soft limit of 1024 would make `moninit proxy` stall (and warn in a loop) past 1000 idle
+/// connections. The systemd unit raises it already; by hand, this does.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_files_limit();
     let verbose = matches!(&cli.command, Command::Proxy(args) if args.verbose);
     moninit::logging::init(verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -39,8 +52,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let message = moninit::secret::mask(&e.to_string());
-            tracing::error!(exit_code = e.exit_code(), "{message}");
-            eprintln!("moninit: error: {message}");
+            // One line per fatal error: the log's when errors are logged (it goes to
+            // stderr too), else a plain one.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(exit_code = e.exit_code(), "{message}");
+            } else {
+                eprintln!("moninit: error: {message}");
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -25,6 +25,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error("proxy: refusing to listen on {0}, which is not a loopback address (a signing proxy reachable from the network signs for anyone who can reach it); pass --allow-non-loopback to insist")]
     NotLoopback(SocketAddr),
+    #[error("proxy: refusing to serve metrics on {0}, which is not a loopback address; use a loopback address such as 127.0.0.1:9091 (scrape it locally, or through the node's Prometheus)")]
+    MetricsNotLoopback(SocketAddr),
     #[error("proxy: cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

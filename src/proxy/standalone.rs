@@ -103,6 +103,10 @@ pub async fn run(args: &ProxyArgs) -> Result<(), super::server::Error> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     if let Some(addr) = &args.metrics_listen {
         let addr = listen_addr(addr).map_err(super::server::Error::Setup)?;
+        // --allow-non-loopback is for the proxy's port only: metrics stay on loopback.
+        if !addr.ip().is_loopback() {
+            return Err(super::server::Error::MetricsNotLoopback(addr).into());
+        }
         let listener = super::server::bind(addr, false).await?;
         tokio::spawn(crate::admin::serve(
             listener,

@@ -9,6 +9,7 @@ mod packaging;
 mod programs;
 mod prometheus_e2e;
 mod proxy;
+mod proxy_hardening;
 mod run;
 mod secrets;
 mod sigv4_vectors;

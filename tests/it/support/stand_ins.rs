@@ -52,6 +52,8 @@ impl Verifier {
 }
 
 pub struct Proxy {
+    /// Where the proxy's stdout and stderr go.
+    pub log: std::path::PathBuf,
     pub process: Owned,
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
@@ -99,6 +101,7 @@ impl Proxy {
             );
         }
         Proxy {
+            log,
             process,
             addr,
             metrics,
