@@ -30,6 +30,8 @@ pub mod artifact;
 pub mod asg;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod install;
 pub mod layout;
 pub mod logging;

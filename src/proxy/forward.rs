@@ -208,21 +208,36 @@ struct Target {
 }
 
 fn target(s: &Settings, parts: &http::request::Parts) -> Target {
-    let query = sign::canonical_query(parts.uri.query().unwrap_or(""));
-    let path_and_query = if query.is_empty() {
-        parts.uri.path().to_owned()
-    } else {
-        format!("{}?{query}", parts.uri.path())
-    };
     let host = s.sign_host.as_deref().unwrap_or(&s.upstream.authority);
+    let (signed_uri, send_uri) = uris(&s.upstream, host, parts.uri.path(), parts.uri.query());
     Target {
-        signed_uri: format!("{}://{}{}", s.upstream.scheme, host, path_and_query),
-        send_uri: format!(
-            "{}://{}{}",
-            s.upstream.scheme, s.upstream.authority, path_and_query
-        ),
+        signed_uri,
+        send_uri,
         headers: forwarded_headers(&parts.headers, &s.strip, host),
     }
+}
+
+/// The URI signed (for `sign_host`) and the URI sent (to the upstream's authority): the same
+/// path and the same canonical query, so what is sent is exactly what was signed.
+pub(crate) fn uris(
+    upstream: &super::Upstream,
+    sign_host: &str,
+    path: &str,
+    query: Option<&str>,
+) -> (String, String) {
+    let query = sign::canonical_query(query.unwrap_or(""));
+    let path_and_query = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    (
+        format!("{}://{}{}", upstream.scheme, sign_host, path_and_query),
+        format!(
+            "{}://{}{}",
+            upstream.scheme, upstream.authority, path_and_query
+        ),
+    )
 }
 
 /// Steps 2 to 4, with one retry after a forced credential refresh on `ExpiredToken`.

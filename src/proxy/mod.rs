@@ -9,9 +9,9 @@
 //! - [`credentials`]: the credential chain, AssumeRole, cache and refresh;
 //! - [`forward`]: one request, end to end; [`server`]: the listener and draining.
 
-mod admit;
+pub(crate) mod admit;
 pub mod body;
-mod chunks;
+pub(crate) mod chunks;
 mod config;
 pub mod credentials;
 pub mod forward;

@@ -7,7 +7,7 @@
 //! origin and the line where the variable is used.
 
 pub mod grafana;
-mod inputs;
+pub(crate) mod inputs;
 pub mod prometheus;
 mod templates;
 

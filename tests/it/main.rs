@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod fetch;
+mod fuzz_corpus;
 mod golden;
 mod packaging;
 mod programs;
