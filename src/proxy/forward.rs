@@ -152,6 +152,10 @@ async fn slot<'a>(
     state: &State,
     permits: &'a Semaphore,
 ) -> Result<tokio::sync::SemaphorePermit<'a>, Response<Body>> {
+    // A free slot is taken at once, with no timer to arm.
+    if let Ok(permit) = permits.try_acquire() {
+        return Ok(permit);
+    }
     match tokio::time::timeout(QUEUE_WAIT, permits.acquire()).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => {
