@@ -105,7 +105,7 @@ pub async fn run(args: &ProxyArgs) -> Result<(), super::server::Error> {
         let addr = listen_addr(addr).map_err(super::server::Error::Setup)?;
         // --allow-non-loopback is for the proxy's port only: metrics stay on loopback.
         if !addr.ip().is_loopback() {
-            return Err(super::server::Error::MetricsNotLoopback(addr).into());
+            return Err(super::server::Error::MetricsNotLoopback(addr));
         }
         let listener = super::server::bind(addr, false).await?;
         tokio::spawn(crate::admin::serve(
