@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! config ─► imds (only what is `auto`) ─► source::fetch_all (S3 ∥ SSM ∥ file, one Snapshot)
+//!                                         ∥ artifact::provision (pinned program archives)
 //!        ─► render (pure: Snapshot + templates → files in memory)
 //!        ─► install::validate (YAML/JSON, Grafana mirrors, promtool)
 //!        ─► install (atomic, all or nothing, unchanged files untouched)
@@ -18,7 +19,9 @@
 //! - [`proxy`]: the SigV4 signing proxy; [`secret`]: values that never reach a log;
 //! - [`logging`]: the tracing subscriber, which masks secrets in every line;
 //! - [`supervise`]: children, readiness with identity, restart policy;
-//! - [`asg`]: telling the autoscaling group when this instance cannot recover.
+//! - [`asg`]: telling the autoscaling group when this instance cannot recover;
+//! - [`artifact`]: Prometheus, Grafana and plugins from pinned, checksummed archives;
+//! - `fuzzing`: the fuzz harnesses (cargo-fuzz in `fuzz/`, corpus replayed by the tests).
 
 // One narrowly scoped exception: `supervise::child::die_with_parent` (PR_SET_PDEATHSIG
 // between fork and exec), documented where it lives.
