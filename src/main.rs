@@ -27,10 +27,10 @@ fn main() -> ExitCode {
     let verbose = matches!(&cli.command, Command::Proxy(args) if args.verbose);
     moninit::logging::init(verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        // One worker: every task (proxy requests, supervision) runs on it, so a request never
-        // pays for waking a second thread (futex wake-ups and context switches were half of
-        // the proxy's CPU per request with two). Blocking work goes to `spawn_blocking`.
-        .worker_threads(1)
+        // Two workers: one worker halves the wake-up cost of small requests but serialises
+        // the hashing of large bodies (1 MiB remote_write throughput fell by 40%); see
+        // `scripts/bench proxy`.
+        .worker_threads(2)
         .enable_all()
         .build()
     {

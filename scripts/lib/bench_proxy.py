@@ -104,6 +104,21 @@ http {{
         time.sleep(0.5)
         idle_rss = status_kib(proxy.pid, "VmRSS:")
         print(f"proxy idle RSS: {idle_rss / 1024:.1f} MiB   (wrk -t2, {SECONDS} s per run, 2 cores shared by wrk, proxy and sink)")
+        # One 1 MiB body, one byte per chunk, before any load (so the peak is its own).
+        size = 1024 * 1024
+        wire = b"".join(b"1\r\n" + bytes([97 + i % 26]) + b"\r\n" for i in range(size)) + b"0\r\n\r\n"
+        rss_before = status_kib(proxy.pid, "VmHWM:")
+        before = cpu_seconds(proxy.pid)
+        t = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", proxy_port)) as s:
+            s.sendall((f"POST /workspaces/{WS}/api/v1/remote_write HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       "Content-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n").encode() + wire)
+            status = s.recv(64).split(b" ")[1].decode()
+        took = time.perf_counter() - t
+        cpu = cpu_seconds(proxy.pid) - before
+        grew = (status_kib(proxy.pid, "VmHWM:") - rss_before) / 1024
+        print(f"1 MiB in 1-byte chunks: status {status}, {took * 1000:.0f} ms wall, proxy CPU {cpu * 1000:.0f} ms, "
+              f"peak RSS above idle {grew:.1f} MiB")
         print(f"{'body':>6} {'conns':>5} {'path':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU/req':>14} {'2*sha+30us':>11} {'non2xx':>6}")
         for size in (1024, 64 * 1024, 1024 * 1024):
             body = os.urandom(size)
@@ -138,21 +153,7 @@ wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
                 print(f"{'':>6} {'':>5} {'proxy':>7} {through['rps']:>9.0f} {through['p50']:>8.2f} {through['p99']:>8.2f} {cpu_us:>11.0f} us {2 * sha_us + 30:>8.0f} us {through['non2xx']:>6}"
                       + (f"  socket errors: {through['errors']}" if through["errors"] else ""))
         print(f"proxy peak RSS under load: {status_kib(proxy.pid, 'VmHWM:') / 1024:.1f} MiB")
-        # One 1 MiB body, one byte per chunk.
-        size = 1024 * 1024
-        wire = b"".join(b"1\r\n" + bytes([97 + i % 26]) + b"\r\n" for i in range(size)) + b"0\r\n\r\n"
-        rss_before = status_kib(proxy.pid, "VmRSS:")
-        before = cpu_seconds(proxy.pid)
-        t = time.perf_counter()
-        with socket.create_connection(("127.0.0.1", proxy_port)) as s:
-            s.sendall((f"POST /workspaces/{WS}/api/v1/remote_write HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                       "Content-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n").encode() + wire)
-            status = s.recv(64).split(b" ")[1].decode()
-        took = time.perf_counter() - t
-        cpu = cpu_seconds(proxy.pid) - before
-        grew = (status_kib(proxy.pid, "VmHWM:") - rss_before) / 1024
-        print(f"1 MiB in 1-byte chunks: status {status}, {took * 1000:.0f} ms wall, proxy CPU {cpu * 1000:.0f} ms, "
-              f"peak RSS above idle {grew:.1f} MiB")
+
     finally:
         proxy.send_signal(signal.SIGTERM)
         proxy.wait(timeout=15)
