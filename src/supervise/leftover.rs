@@ -20,6 +20,8 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::procfs;
+
 /// How long a leftover may take to stop after SIGTERM.
 pub const GRACE: Duration = Duration::from_secs(5);
 
@@ -37,41 +39,22 @@ pub fn carries(cmdline: &[u8], markers: &[OsString]) -> bool {
 pub fn find(markers: &[OsString]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let uid = nix::unistd::geteuid().as_raw();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
-            let owner = e.metadata().ok()?.uid();
-            (pid != me && owner == uid).then_some(pid)
+    procfs::pids()
+        .filter(|pid| {
+            *pid != me && std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
         })
-        .filter(|pid| parent(*pid) != Some(me) && !gone(*pid))
+        .filter(|pid| procfs::stat(*pid).is_some_and(|s| s.ppid != me) && !gone(*pid))
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| carries(&c, markers))
         })
         .collect()
 }
 
-fn parent(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// Gone, or a zombie whose every thread has exited: only then are its files (its port, its
 /// lock) released. The leader of a killed multi-threaded process shows `Z` while its other
 /// threads, which share its open files, are still on their way out.
 fn gone(pid: i32) -> bool {
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? == "Z"));
-    match zombie {
+    match procfs::stat(pid).map(|s| s.state == 'Z') {
         None => true,
         Some(false) => false,
         Some(true) => std::fs::read_dir(format!("/proc/{pid}/task"))

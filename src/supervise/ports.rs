@@ -12,6 +12,8 @@
 
 use std::net::{SocketAddr, TcpListener};
 
+use super::procfs;
+
 /// The kernel's state code for a listening socket in /proc/net/tcp.
 const LISTEN: &str = "0A";
 
@@ -65,15 +67,15 @@ pub fn holder(port: u16) -> Option<Holder> {
     if inodes.is_empty() {
         return None;
     }
-    pids().find_map(|pid| holds_any(pid, &inodes).then(|| describe(pid)))
+    procfs::pids().find_map(|pid| holds_any(pid, &inodes).then(|| describe(pid)))
 }
 
 /// Whether a process of the group led by `leader` holds a listening socket on `port`.
 pub fn group_listens(leader: i32, port: u16) -> bool {
     let inodes = listening_inodes(port);
     !inodes.is_empty()
-        && pids()
-            .filter(|pid| *pid == leader || process_group(*pid) == Some(leader))
+        && procfs::pids()
+            .filter(|pid| *pid == leader || procfs::stat(*pid).is_some_and(|s| s.pgrp == leader))
             .any(|pid| holds_any(pid, &inodes))
 }
 
@@ -83,26 +85,6 @@ pub fn describe(pid: i32) -> Holder {
         .map(|c| c.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
     Holder { pid, name }
-}
-
-fn pids() -> impl Iterator<Item = i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-}
-
-/// The process group of `pid`, from /proc/PID/stat.
-pub fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (in parentheses, may hold spaces): state, ppid, pgrp.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
 }
 
 fn holds_any(pid: i32, inodes: &[u64]) -> bool {
@@ -179,7 +161,7 @@ mod tests {
         let taken = check_free(addr).unwrap_err();
         assert_eq!(taken.holder.map(|h| h.pid), Some(std::process::id() as i32));
         let me = std::process::id() as i32;
-        let group = process_group(me).unwrap();
+        let group = procfs::stat(me).unwrap().pgrp;
         assert!(group_listens(group, addr.port()));
         drop(listener);
         assert!(check_free(addr).is_ok());

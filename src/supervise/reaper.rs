@@ -94,21 +94,12 @@ pub async fn run(shutdown: CancellationToken) {
 }
 
 /// This process's children as (pid, state letter), read from /proc.
-fn own_children() -> Vec<(i32, String)> {
+fn own_children() -> Vec<(i32, char)> {
     let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Fields after the command name, which is in parentheses and may contain spaces.
-            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-            let state = fields.next()?.to_owned();
-            let ppid = fields.next()?.parse::<i32>().ok()?;
-            (ppid == me).then_some((pid, state))
+    super::procfs::pids()
+        .filter_map(|pid| {
+            let stat = super::procfs::stat(pid)?;
+            (stat.ppid == me).then_some((pid, stat.state))
         })
         .collect()
 }
@@ -117,7 +108,7 @@ fn own_children() -> Vec<(i32, String)> {
 pub fn reap_orphans(managed: &Managed) -> usize {
     let mut reaped = 0;
     for (pid, state) in own_children() {
-        if state == "Z"
+        if state == 'Z'
             && !managed.contains(pid)
             && waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok()
         {
@@ -136,7 +127,7 @@ pub async fn end_adopted(grace: Duration) {
     let adopted = || -> Vec<i32> {
         own_children()
             .into_iter()
-            .filter(|(pid, state)| state != "Z" && !managed().contains(*pid))
+            .filter(|(pid, state)| *state != 'Z' && !managed().contains(*pid))
             .map(|(pid, _)| pid)
             .collect()
     };
