@@ -45,3 +45,4 @@ pub mod secret;
 pub mod signals;
 pub mod source;
 pub mod supervise;
+pub mod systemd;

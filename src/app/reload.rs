@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::run::{status, Started};
+use super::run::Started;
 use super::{prepare, Error, Prepared};
 use crate::admin::metrics;
 use crate::config::Config;
@@ -25,6 +25,7 @@ use crate::layout::Layout;
 use crate::programs;
 use crate::source;
 use crate::supervise;
+use crate::systemd::status;
 
 pub(super) async fn reload(
     config_path: &std::path::Path,

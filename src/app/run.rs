@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sd_notify::NotifyState;
+use crate::systemd::{notify, status, NotifyState};
 use tokio_util::sync::CancellationToken;
 
 use super::{prepare, Error};
@@ -68,16 +68,6 @@ impl Started {
         reaper::end_adopted(Duration::from_secs(5)).await;
         first_error.map_or(Ok(()), |e| Err(e.into()))
     }
-}
-
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!(error = %e, "sd_notify failed");
-    }
-}
-
-pub(super) fn status(text: &str) {
-    notify(&[NotifyState::Status(text)]);
 }
 
 /// Runs until SIGTERM/SIGINT (exit 0) or until a child is given up on (an error).

@@ -17,6 +17,7 @@ pub mod child;
 pub mod leftover;
 pub mod policy;
 pub mod ports;
+pub mod procfs;
 pub mod reaper;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ pub use child::Spec;
 pub use policy::Config;
 
 use crate::admin::metrics;
+use crate::systemd::status;
 
 /// Why a child could not be kept running.
 #[derive(Debug, thiserror::Error)]
@@ -414,9 +416,4 @@ async fn run_until_exit(
             Exit::Restart
         }
     }
-}
-
-/// systemd's STATUS line (ignored outside systemd).
-fn status(text: &str) {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(text)]);
 }
