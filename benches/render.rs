@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         layout: &layout,
     };
     c.bench_function("render examples", |b| {
-        b.iter(|| render::render(&snapshot, &settings).unwrap())
+        b.iter(|| render::render(&snapshot, &settings).unwrap().files)
     });
 }
 

@@ -177,13 +177,13 @@ pub async fn prepare(
         amp_plugin: programs.has_plugin(crate::render::grafana::AMP_PLUGIN),
         layout: &layout,
     };
-    let files = render::render(&snapshot, &settings)?;
+    let render::Rendered { files, job_origins } = render::render(&snapshot, &settings)?;
     let rendered = Instant::now();
 
     let options = validate::Options {
         promtool: crate::programs::find_program(&config.prometheus.promtool),
         agent: config.prometheus.mode == render::prometheus::Mode::Agent,
-        job_origins: render::job_origins(&snapshot),
+        job_origins,
     };
     validate::validate(&files, &options)
         .await

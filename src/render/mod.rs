@@ -88,16 +88,17 @@ pub enum Error {
     },
 }
 
-/// Which input file each scrape job came from (job name → origin), so that an error found
-/// later in the rendered `prometheus.yml` can name the file a user has to fix.
-pub fn job_origins(snapshot: &Snapshot) -> std::collections::BTreeMap<String, String> {
-    inputs::scrape_configs(snapshot)
-        .map(|all| all.into_iter().map(|s| (s.job, s.origin)).collect())
-        .unwrap_or_default()
+/// What rendering produced.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub files: Vec<OutputFile>,
+    /// Which input file each scrape job came from (job name → origin), so that an error
+    /// found later in the rendered `prometheus.yml` can name the file a user has to fix.
+    pub job_origins: std::collections::BTreeMap<String, String>,
 }
 
 /// Renders every output file.
-pub fn render(snapshot: &Snapshot, settings: &Settings<'_>) -> Result<Vec<OutputFile>, Error> {
+pub fn render(snapshot: &Snapshot, settings: &Settings<'_>) -> Result<Rendered, Error> {
     let server_mode = settings.prometheus.mode == prometheus::Mode::Server;
     let scrape_configs = inputs::scrape_configs(snapshot)?;
     let rules = inputs::rule_files(snapshot, server_mode)?;
@@ -109,7 +110,14 @@ pub fn render(snapshot: &Snapshot, settings: &Settings<'_>) -> Result<Vec<Output
         .filter_map(|f| f.path.strip_prefix(layout::PROMETHEUS_DIR).ok())
         .map(|p| p.display().to_string())
         .collect();
-    let scrape_configs = scrape_configs.into_iter().map(|s| s.config).collect();
+    let mut job_origins = std::collections::BTreeMap::new();
+    let scrape_configs = scrape_configs
+        .into_iter()
+        .map(|s| {
+            job_origins.insert(s.job, s.origin);
+            s.config
+        })
+        .collect();
     let context = context(snapshot, settings, scrape_configs, rule_names);
     let engine = templates::Engine::new(overrides)?;
 
@@ -142,7 +150,7 @@ pub fn render(snapshot: &Snapshot, settings: &Settings<'_>) -> Result<Vec<Output
         file.secret = std::str::from_utf8(&file.contents)
             .is_ok_and(|t| secrets.iter().any(|s| s.appears_in(t)));
     }
-    Ok(files)
+    Ok(Rendered { files, job_origins })
 }
 
 fn context(

@@ -52,7 +52,7 @@ fn check(
         amp_plugin: false,
         layout: &layout,
     };
-    let files = render::render(&snapshot, &settings).unwrap();
+    let files = render::render(&snapshot, &settings).unwrap().files;
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(case);
