@@ -120,6 +120,18 @@ impl Sink<'_> {
             .map_err(|e| Error::io(self.url, &self.path, e))
     }
 
+    /// A transfer that failed part-way, with what had arrived.
+    fn interrupted(&self, e: &dyn std::error::Error) -> Error {
+        Error::fetch(
+            self.url,
+            format!(
+                "download interrupted after {} bytes: {}",
+                self.bytes,
+                crate::source::chain(e)
+            ),
+        )
+    }
+
     /// A body that ended before its announced length.
     fn check_complete(&self, announced: Option<u64>) -> Result<(), Error> {
         match announced {
@@ -163,16 +175,7 @@ async fn from_s3(
         match body.try_next().await {
             Ok(Some(chunk)) => sink.write(&chunk).await?,
             Ok(None) => break,
-            Err(e) => {
-                return Err(Error::fetch(
-                    url,
-                    format!(
-                        "download interrupted after {} bytes: {}",
-                        sink.bytes,
-                        crate::source::chain(&e)
-                    ),
-                ))
-            }
+            Err(e) => return Err(sink.interrupted(&e)),
         }
     }
     sink.check_complete(announced)
@@ -246,14 +249,7 @@ async fn from_http(start: &str, sink: &mut Sink<'_>) -> Result<(), Error> {
                 }
                 Err(e) => {
                     sink.check_complete(announced)?;
-                    return Err(Error::fetch(
-                        url,
-                        format!(
-                            "download interrupted after {} bytes: {}",
-                            sink.bytes,
-                            crate::source::chain(&e)
-                        ),
-                    ));
+                    return Err(sink.interrupted(&e));
                 }
             }
         }

@@ -80,13 +80,7 @@ where
         let deadline = (Instant::now() + limits.stall)
             .min(rate_deadline.max(started + limits.grace))
             .min(total_deadline);
-        // A frame already received needs no timer: the common case for small bodies.
-        let ready = futures::FutureExt::now_or_never(body.frame());
-        let next = match ready {
-            Some(next) => Ok(next),
-            None => tokio::time::timeout_at(deadline, body.frame()).await,
-        };
-        let frame = match next {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(Error::Slow),
             Ok(None) => break,
             Ok(Some(Err(_))) => return Err(Error::Read),
