@@ -30,17 +30,14 @@ import tempfile
 import time
 import zipfile
 
+from benchlib import free_port, start_moto_with_examples  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.environ.get("MONINIT_VENV", os.path.join(REPO, ".venv"))
 PY = os.path.join(VENV, "bin/python")
 MONINIT = sys.argv[1]
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stand_in_script():
@@ -117,11 +114,7 @@ def boot(work, name, config_body, env, path_dir):
 
 
 def main():
-    moto = subprocess.Popen([PY, os.path.join(REPO, "tests/support/moto_stand_in.py"),
-                             "--seed", os.path.join(REPO, "examples/inputs"), "--bucket", "bench", "--prefix", "monitoring/",
-                             "--ssm-path", "/monitoring/bench/"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    endpoint = json.loads(moto.stdout.readline())["endpoint"]
+    moto, endpoint = start_moto_with_examples()
     work = tempfile.mkdtemp(prefix="moninit-bench-archives-")
     try:
         archives = build(work)

@@ -16,16 +16,13 @@ import tempfile
 import time
 import urllib.request
 
+from benchlib import free_port, start_moto_with_examples  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.environ.get("MONINIT_VENV", os.path.join(REPO, ".venv"))
 MONINIT = sys.argv[1]
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ready(url):
@@ -36,11 +33,7 @@ def ready(url):
 
 
 def main():
-    moto = subprocess.Popen([os.path.join(VENV, "bin/python"), os.path.join(REPO, "tests/support/moto_stand_in.py"),
-                             "--seed", os.path.join(REPO, "examples/inputs"), "--bucket", "bench", "--prefix", "monitoring/",
-                             "--ssm-path", "/monitoring/bench/"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    endpoint = json.loads(moto.stdout.readline())["endpoint"]
+    moto, endpoint = start_moto_with_examples()
     work = tempfile.mkdtemp(prefix="moninit-bench-boot-")
     totals, phases, alone, rss = [], {}, [], []
     try:

@@ -20,16 +20,13 @@ import sys
 import tempfile
 import time
 
+from benchlib import free_port  # noqa: E402
+
 MONINIT = sys.argv[1]
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WS = "ws-0b1c2d3e-aaaa-bbbb-cccc-123456789012"
 TICK = os.sysconf("SC_CLK_TCK")
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, timeout=10):

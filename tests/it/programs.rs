@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::prometheus_e2e::prometheus;
+use crate::prometheus_e2e::amp_stand_in;
 use crate::support::agent::{Agent, Setup};
 use crate::support::archives::{self, Archive, AMP_PLUGIN};
 use crate::support::process::{self, Owned};
-use crate::support::stand_ins::{Verifier, KEY, SECRET};
+use crate::support::stand_ins::{KEY, SECRET};
 use crate::support::{self, http, Moto, Seed};
 
 fn upload(moto: &Moto, key: &str, archive: &Archive) -> String {
@@ -74,16 +74,7 @@ fn a_node_with_nothing_on_path_runs_everything_from_pinned_s3_archives() {
     let plugin_url = upload(&moto, "artifacts/amp-plugin.zip", &plugin);
 
     let dir = tempfile::tempdir().unwrap();
-    let (_receiver, receiver) = prometheus(
-        dir.path(),
-        "receiver",
-        "global: {}\n",
-        &[
-            "--web.enable-remote-write-receiver",
-            &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
-        ],
-    );
-    let verifier = Verifier::start(&["--upstream", &format!("http://{receiver}")]);
+    let (_receiver, receiver, verifier) = amp_stand_in(dir.path());
     let setup = || Setup {
         sources: format!(
             "  - s3://{}/{}\n  - ssm:{}\n",

@@ -41,19 +41,26 @@ pub fn prometheus(
     );
 }
 
-#[test]
-fn prometheus_remote_writes_through_the_proxy_and_every_request_is_verified() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_receiver, receiver_addr) = prometheus(
-        dir.path(),
+/// The AMP stand-in: a Prometheus remote-write receiver (its TSDB in `dir`) behind the
+/// botocore SigV4 verifier. Returns the receiver (kept alive by the handle) and the verifier.
+pub fn amp_stand_in(dir: &std::path::Path) -> (Owned, SocketAddr, Verifier) {
+    let (receiver, addr) = prometheus(
+        dir,
         "receiver",
         "global: {}\n",
         &[
             "--web.enable-remote-write-receiver",
-            &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+            &format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
         ],
     );
-    let verifier = Verifier::start(&["--upstream", &format!("http://{receiver_addr}")]);
+    let verifier = Verifier::start(&["--upstream", &format!("http://{addr}")]);
+    (receiver, addr, verifier)
+}
+
+#[test]
+fn prometheus_remote_writes_through_the_proxy_and_every_request_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_receiver, _, verifier) = amp_stand_in(dir.path());
     let proxy = Proxy::start(verifier.addr, &[], &[]);
     let sender_config = format!(
         "global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: e2e\n    __replica__: sender-1\n\

@@ -5,11 +5,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::prometheus_e2e::prometheus;
+use crate::prometheus_e2e::amp_stand_in;
 use crate::support::agent::{children, with_fake_prometheus, wrapper, Agent, Setup};
 use crate::support::http;
 use crate::support::process;
-use crate::support::stand_ins::Verifier;
 use crate::support::{self, Moto, Seed};
 
 #[test]
@@ -17,16 +16,7 @@ fn boots_in_order_ships_signed_samples_and_stops_in_reverse_order() {
     let seed = Seed::examples();
     let moto = Moto::start(&seed);
     let dir = tempfile::tempdir().unwrap();
-    let (_receiver, receiver) = prometheus(
-        dir.path(),
-        "receiver",
-        "global: {}\n",
-        &[
-            "--web.enable-remote-write-receiver",
-            &format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
-        ],
-    );
-    let verifier = Verifier::start(&["--upstream", &format!("http://{receiver}")]);
+    let (_receiver, receiver, verifier) = amp_stand_in(dir.path());
     let grafana = wrapper(dir.path(), "grafana", "grafana_stand_in.py", "");
     let mut agent = Agent::start(Setup {
         sources: format!(
