@@ -1,10 +1,15 @@
 //! Reading a request body: hashed once as it arrives, memory bounded by the body limit
 //! whatever the client's chunking, and cut off when it makes no progress.
 //!
-//! - Chunks of at least [`SMALL`] bytes are kept as received (no copy; hyper writes them
-//!   upstream with vectored I/O). Smaller ones are copied into one buffer, sized from
-//!   `Content-Length` when given, and released: a body sent one byte per chunk costs its own
-//!   size, not a buffer handle per byte (which pinned 36 times the body).
+//! - With `Content-Length` (Prometheus always sends it), the body is copied, as it is hashed,
+//!   into blocks of [`BLOCK`] bytes, the last one cut to size, and hyper's read buffer is
+//!   released at once and reused for the next read: the body costs its own size whatever the
+//!   chunking, and every allocation is one block (a fresh body-sized allocation per request
+//!   costs page faults, and allocators keep such sizes poorly).
+//! - Without it (chunked encoding), chunks of at least [`SMALL`] bytes are kept as received
+//!   (no copy; hyper writes them upstream with vectored I/O), and smaller ones are copied into
+//!   blocks of [`BLOCK`] bytes: a body sent one byte per chunk costs its own size plus one
+//!   block, not a buffer handle per byte (which pinned 36 times the body).
 //! - A body must keep coming: no frame for [`Limits::stall`], or less than
 //!   [`Limits::min_rate`] bytes per second on average once [`Limits::grace`] has passed, or
 //!   not finished within [`Limits::total`], is cut off, so a client trickling bytes cannot
@@ -22,8 +27,11 @@ use super::chunks::Chunks;
 /// Time allowed before the minimum rate applies (connection set-up, a first write).
 pub const GRACE: Duration = Duration::from_secs(2);
 
-/// Chunks smaller than this are coalesced.
+/// Chunks smaller than this are coalesced (chunked bodies).
 pub const SMALL: usize = 16 * 1024;
+
+/// The size of the blocks bodies are copied into.
+pub const BLOCK: usize = 64 * 1024;
 
 /// How the body must arrive.
 #[derive(Clone, Copy, Debug)]
@@ -61,11 +69,12 @@ where
     let total_deadline = started + limits.total;
     let mut hasher = Sha256::new();
     let mut out = Chunks::default();
-    let mut small = BytesMut::new();
-    let small_capacity = declared
-        .map(|n| (n as usize).min(limits.max))
-        .unwrap_or(SMALL * 4)
-        .max(1);
+    // With a declared length, every byte is copied into blocks, the last one cut to size.
+    let exact = declared.filter(|&n| n <= limits.max as u64);
+    let mut blocks = Blocks {
+        current: BytesMut::new(),
+        left: exact,
+    };
     let mut received: u64 = 0;
     loop {
         // The latest moment the next bytes may come: no stall, the average rate kept, the
@@ -94,23 +103,49 @@ where
             return Err(Error::TooLarge);
         }
         hasher.update(&data);
-        if data.len() >= SMALL {
-            if !small.is_empty() {
-                out.push(small.split().freeze());
-            }
+        if exact.is_none() && data.len() >= SMALL {
+            blocks.flush(&mut out);
             out.push(data);
         } else {
-            if small.capacity() == 0 {
-                small.reserve(small_capacity.min(limits.max));
+            blocks.copy(&data, &mut out);
+        }
+        // `data` (and hyper's buffer behind it, unless kept) is released here.
+    }
+    blocks.flush(&mut out);
+    Ok((out, hex::encode(hasher.finalize())))
+}
+
+/// Where copied bytes go: blocks of [`BLOCK`] bytes, each frozen and handed on when full.
+struct Blocks {
+    current: BytesMut,
+    /// What is left to copy of a body of declared length: its last block is cut to size.
+    left: Option<u64>,
+}
+
+impl Blocks {
+    fn copy(&mut self, mut data: &[u8], out: &mut Chunks) {
+        while !data.is_empty() {
+            if self.current.len() == self.current.capacity() {
+                self.flush(out);
+                let size = self
+                    .left
+                    .map_or(BLOCK, |left| (left as usize).clamp(1, BLOCK));
+                self.current = BytesMut::with_capacity(size);
             }
-            small.extend_from_slice(&data);
-            // `data` (and hyper's buffer behind it) is released here.
+            let n = data.len().min(self.current.capacity() - self.current.len());
+            self.current.extend_from_slice(&data[..n]);
+            if let Some(left) = &mut self.left {
+                *left = left.saturating_sub(n as u64);
+            }
+            data = &data[n..];
         }
     }
-    if !small.is_empty() {
-        out.push(small.freeze());
+
+    fn flush(&mut self, out: &mut Chunks) {
+        if !self.current.is_empty() {
+            out.push(self.current.split().freeze());
+        }
     }
-    Ok((out, hex::encode(hasher.finalize())))
 }
 
 #[cfg(test)]
@@ -149,6 +184,30 @@ mod tests {
         assert_eq!(out.len(), all.len());
         assert_eq!(sha, hex::encode(Sha256::digest(&all)));
         // 3000 bytes in one buffer, the large chunk as is, the tail in another.
+        assert_eq!(out.count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_declared_body_fills_blocks_whatever_its_chunking() {
+        let mut chunks: Vec<Bytes> = (0..3000).map(|i| Bytes::from(vec![i as u8])).collect();
+        chunks.push(Bytes::from(vec![7u8; BLOCK]));
+        let all: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        let (out, sha) = read(body(chunks), Some(all.len() as u64), limits())
+            .await
+            .unwrap();
+        assert_eq!(out.len(), all.len());
+        assert_eq!(sha, hex::encode(Sha256::digest(&all)));
+        // One full block and the rest, in a second block cut to size.
+        assert_eq!(out.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn small_chunks_fill_blocks_of_their_own_size() {
+        let chunks: Vec<Bytes> = (0..BLOCK * 2 + 10)
+            .map(|i| Bytes::from(vec![i as u8]))
+            .collect();
+        let (out, _) = read(body(chunks), None, limits()).await.unwrap();
+        assert_eq!(out.len(), BLOCK * 2 + 10);
         assert_eq!(out.count(), 3);
     }
 
