@@ -8,6 +8,12 @@ requests/s, p50/p99 latency, the proxy's CPU time per request (utime+stime from 
 and its peak RSS. It also reports the proxy's idle RSS and, for the bound, the SHA-256 time
 of each body size measured in this process with OpenSSL (hashlib). Last, one 1 MiB body
 sent one byte per chunk (chunked encoding): the proxy's CPU time for it and its RSS growth.
+
+The goals (issue 10) are printed beside the figures: CPU per request at most 25 us for 1 KiB,
+SHA-256 + 35 us for 64 KiB, SHA-256 + 300 us for 1 MiB; peak RSS above idle after the 1 MiB x
+256-connection load at most 1.2 x the bodies the busy slots hold (1 MiB x min(256, 128 slots)).
+
+BENCH_CASES=SIZE:CONNS,... runs only those cases (e.g. BENCH_CASES=1024:16,1048576:16).
 """
 import hashlib
 import os
@@ -26,6 +32,9 @@ MONINIT = sys.argv[1]
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WS = "ws-0b1c2d3e-aaaa-bbbb-cccc-123456789012"
 TICK = os.sysconf("SC_CLK_TCK")
+SLOTS = 128  # the proxy's default max_concurrent_requests
+GOAL_OVER_SHA_US = {1024: 25, 64 * 1024: 35, 1024 * 1024: 300}
+CASES = [tuple(int(x) for x in c.split(":")) for c in os.environ.get("BENCH_CASES", "").split(",") if c]
 
 
 
@@ -116,8 +125,10 @@ http {{
         grew = (status_kib(proxy.pid, "VmHWM:") - rss_before) / 1024
         print(f"1 MiB in 1-byte chunks: status {status}, {took * 1000:.0f} ms wall, proxy CPU {cpu * 1000:.0f} ms, "
               f"peak RSS above idle {grew:.1f} MiB")
-        print(f"{'body':>6} {'conns':>5} {'path':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU/req':>14} {'2*sha+30us':>11} {'non2xx':>6}")
+        print(f"{'body':>6} {'conns':>5} {'path':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>9} {'sha256':>7} {'CPU-sha':>8} {'goal':>6} {'non2xx':>6}")
         for size in (1024, 64 * 1024, 1024 * 1024):
+            if CASES and not any(s == size for s, _ in CASES):
+                continue
             body = os.urandom(size)
             t = time.perf_counter()
             n = 200 if size > 100000 else 2000
@@ -139,6 +150,8 @@ wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
 """)
             path = f"/workspaces/{WS}/api/v1/remote_write"
             for conns in (16, 256):
+                if CASES and (size, conns) not in CASES:
+                    continue
                 direct = wrk(f"http://127.0.0.1:{sink_port}{path}", script, conns)
                 before = cpu_seconds(proxy.pid)
                 through = wrk(f"http://127.0.0.1:{proxy_port}{path}", script, conns)
@@ -146,10 +159,17 @@ wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
                 label = f"{size // 1024}KiB" if size < 1048576 else "1MiB"
                 if conns != 16:
                     label = ""
-                print(f"{label:>6} {conns:>5} {'direct':>7} {direct['rps']:>9.0f} {direct['p50']:>8.2f} {direct['p99']:>8.2f} {'':>14} {'':>11} {direct['non2xx']:>6}")
-                print(f"{'':>6} {'':>5} {'proxy':>7} {through['rps']:>9.0f} {through['p50']:>8.2f} {through['p99']:>8.2f} {cpu_us:>11.0f} us {2 * sha_us + 30:>8.0f} us {through['non2xx']:>6}"
+                over = cpu_us - (sha_us if size > 1024 else 0)
+                goal = GOAL_OVER_SHA_US[size]
+                print(f"{label:>6} {conns:>5} {'direct':>7} {direct['rps']:>9.0f} {direct['p50']:>8.2f} {direct['p99']:>8.2f} {'':>9} {'':>7} {'':>8} {'':>6} {direct['non2xx']:>6}")
+                print(f"{'':>6} {'':>5} {'proxy':>7} {through['rps']:>9.0f} {through['p50']:>8.2f} {through['p99']:>8.2f} {cpu_us:>6.0f} us {sha_us:>4.0f} us {over:>5.0f} us {'<=' + str(goal):>6} {through['non2xx']:>6}"
                       + (f"  socket errors: {through['errors']}" if through["errors"] else ""))
-        print(f"proxy peak RSS under load: {status_kib(proxy.pid, 'VmHWM:') / 1024:.1f} MiB")
+        peak = status_kib(proxy.pid, "VmHWM:") / 1024
+        print(f"proxy peak RSS under load: {peak:.1f} MiB")
+        if not CASES or (1024 * 1024, 256) in CASES:
+            held = min(256, SLOTS)
+            print(f"peak RSS above idle / bodies held by busy slots (1 MiB x {held}): "
+                  f"{(peak - idle_rss / 1024) / held:.2f} (goal <= 1.2)")
 
     finally:
         proxy.send_signal(signal.SIGTERM)

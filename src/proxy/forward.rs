@@ -47,10 +47,9 @@ const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495
 /// Largest error body read from the upstream to look for `ExpiredToken`.
 const ERROR_PEEK_LIMIT: usize = 64 * 1024;
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs, shared by all connections and threads.
 pub struct State {
     pub settings: Settings,
-    pub client: HttpClient,
     pub credentials: Cache,
     pub metrics: metrics::Proxy,
     /// Requests reading their body: bounds body memory.
@@ -59,21 +58,40 @@ pub struct State {
     pub send_permits: Semaphore,
 }
 
-/// Builds the keep-alive client to the upstream (rustls, system roots, HTTP/1.1).
-pub fn client(settings: &Settings) -> std::io::Result<HttpClient> {
+/// What one proxy thread serves with: the shared state and the thread's own pool of upstream
+/// connections (a pooled connection's task runs on the thread that opened it, so a request
+/// never waits on another thread).
+pub struct Worker {
+    pub state: Arc<State>,
+    pub client: HttpClient,
+}
+
+/// The connector to the upstream (rustls, system roots, HTTP/1.1); cloning it shares the TLS
+/// configuration.
+pub fn connector(
+    settings: &Settings,
+) -> std::io::Result<hyper_rustls::HttpsConnector<HttpConnector>> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(settings.connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+        .wrap_connector(http))
+}
+
+/// A keep-alive client to the upstream; its connections' tasks run on the runtime that
+/// opens them.
+pub fn client(
+    settings: &Settings,
+    connector: hyper_rustls::HttpsConnector<HttpConnector>,
+) -> HttpClient {
+    Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .pool_max_idle_per_host(settings.max_concurrent)
-        .build(https))
+        .build(connector)
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -93,7 +111,8 @@ fn plain(status: StatusCode, message: &'static str) -> Response<Body> {
 }
 
 /// Handles one request; never fails (errors become responses).
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(worker: Arc<Worker>, req: Request<Incoming>) -> Response<Body> {
+    let state = &*worker.state;
     let _in_flight = state.metrics.in_flight();
     let s = &state.settings;
     let (parts, body) = req.into_parts();
@@ -115,7 +134,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
             return plain(refusal.status(), refusal.message());
         }
     };
-    let resp = match admitted(&state, route, &parts, body).await {
+    let resp = match admitted(state, &worker.client, route, &parts, body).await {
         Ok(resp) | Err(resp) => resp,
     };
     state.metrics.request(route, resp.status().as_u16());
@@ -127,6 +146,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
 /// a slot lasts at most [`QUEUE_WAIT`]: a burst queues rather than failing.
 async fn admitted(
     state: &State,
+    client: &HttpClient,
     route: &'static str,
     parts: &http::request::Parts,
     body: Incoming,
@@ -145,7 +165,7 @@ async fn admitted(
     };
     state.metrics.body_size(chunks.len());
     let _send_slot = slot(state, &state.send_permits).await?;
-    Ok(forward(state, route, parts, chunks, &sha256).await)
+    Ok(forward(state, client, route, parts, chunks, &sha256).await)
 }
 
 async fn slot<'a>(
@@ -247,6 +267,7 @@ pub(crate) fn uris(
 /// Steps 2 to 4, with one retry after a forced credential refresh on `ExpiredToken`.
 async fn forward(
     state: &State,
+    client: &HttpClient,
     route: &'static str,
     parts: &http::request::Parts,
     body: Chunks,
@@ -285,6 +306,7 @@ async fn forward(
         };
         let resp = match send(
             state,
+            client,
             route,
             &parts.method,
             &target.send_uri,
@@ -317,6 +339,7 @@ async fn forward(
 /// Step 3: one request upstream, within the upstream timeout.
 async fn send(
     state: &State,
+    client: &HttpClient,
     route: &'static str,
     method: &http::Method,
     uri: &str,
@@ -335,7 +358,7 @@ async fn send(
         )
     })?;
     let sent = Instant::now();
-    let result = tokio::time::timeout(s.upstream_timeout, state.client.request(req)).await;
+    let result = tokio::time::timeout(s.upstream_timeout, client.request(req)).await;
     state.metrics.upstream_latency(route, sent.elapsed());
     match result {
         Ok(Ok(resp)) => Ok(resp),

@@ -22,17 +22,16 @@ pub mod standalone;
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Settings, Upstream};
 
 use crate::admin::metrics;
 
-/// A proxy ready to serve: bound, with its client and credentials set up.
+/// A proxy ready to serve: bound, with its threads, clients and credentials set up.
 pub struct Proxy {
-    listener: TcpListener,
-    state: Arc<forward::State>,
+    local_addr: std::net::SocketAddr,
+    threads: server::Threads,
 }
 
 impl Proxy {
@@ -46,28 +45,31 @@ impl Proxy {
         let provider = credentials::provider(&settings.signer.region, &settings.assume)
             .await
             .map_err(|e| server::Error::Setup(e.to_string()))?;
-        let client = forward::client(&settings)
+        let connector = forward::connector(&settings)
             .map_err(|e| server::Error::Setup(format!("TLS setup: {e}")))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| server::Error::Setup(e.to_string()))?;
         let state = forward::State {
             credentials: credentials::Cache::new(provider, metrics.clone()),
             body_permits: tokio::sync::Semaphore::new(settings.max_concurrent),
             send_permits: tokio::sync::Semaphore::new(settings.max_concurrent),
             settings,
-            client,
             metrics,
         };
+        let threads = server::Threads::new(listener, Arc::new(state), connector)?;
         Ok(Proxy {
-            listener,
-            state: Arc::new(state),
+            local_addr,
+            threads,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local_addr)
     }
 
     /// Serves until `shutdown` is cancelled, then drains.
     pub async fn serve(self, shutdown: CancellationToken) {
-        server::serve(self.listener, self.state, shutdown).await
+        self.threads.serve(shutdown).await
     }
 }
