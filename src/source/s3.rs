@@ -2,7 +2,8 @@
 //! for each key with a bounded number in flight.
 //!
 //! Keys ending in `/` (folder markers made by the console) are skipped. Objects larger than
-//! `fetch.max_object_bytes` are refused before download, naming the key.
+//! `fetch.max_object_bytes` are refused before download, naming the key. A prefix with no
+//! objects is an error.
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -54,6 +55,15 @@ pub async fn fetch(
             }
             keys.push(key.to_owned());
         }
+    }
+    // An emptied prefix (a wrong prefix in a deploy script, a `sync --delete` from the wrong
+    // folder) would install a configuration without a dashboard or a scrape job: an error, as
+    // an empty SSM path is.
+    if keys.is_empty() {
+        return Err(Error::Input {
+            origin,
+            message: "no objects under this prefix (check the prefix, and s3:ListBucket permission on it)".into(),
+        });
     }
     tracing::debug!(source = %origin, objects = keys.len(), "listed S3 prefix");
 

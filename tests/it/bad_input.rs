@@ -170,6 +170,20 @@ fn missing_ssm_path_names_the_path() {
 }
 
 #[test]
+fn an_empty_s3_prefix_is_an_error_not_an_empty_configuration() {
+    // A wrong prefix in a deploy script would otherwise install a node without a dashboard
+    // or a scrape job.
+    let text = moto_source_renamed(
+        "s3://moninit-test/monitoring/",
+        "s3://moninit-test/emptied/",
+    );
+    assert!(
+        text.contains("s3://moninit-test/emptied/: no objects under this prefix"),
+        "{text}"
+    );
+}
+
+#[test]
 fn access_denied_names_the_source_and_aws_error_code() {
     let seed = Seed {
         auth: true,
