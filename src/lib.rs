@@ -46,3 +46,4 @@ pub mod signals;
 pub mod source;
 pub mod supervise;
 pub mod systemd;
+pub mod watch;
