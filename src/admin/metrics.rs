@@ -272,6 +272,41 @@ impl Supervisor {
     }
 }
 
+/// The running configuration: whether it came from the last known good inputs, and when
+/// those were saved.
+#[derive(Clone, Default)]
+pub struct Inputs {
+    degraded: Gauge,
+    last_good_saved: Gauge,
+}
+
+impl Inputs {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("moninit_config");
+        r.register(
+            "degraded",
+            "1 when the running configuration came from the last known good inputs because the sources could not answer",
+            self.degraded.clone(),
+        );
+        r.register(
+            "last_good_timestamp_seconds",
+            "When the last known good inputs were saved (the running config's age is time() minus this while degraded)",
+            self.last_good_saved.clone(),
+        );
+    }
+
+    pub fn degraded(&self, on: bool) {
+        self.degraded.set(on as i64);
+    }
+
+    pub fn last_good_saved(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_good_saved.set(secs as i64);
+    }
+}
+
 pub struct InFlight(Gauge);
 
 impl Drop for InFlight {

@@ -11,6 +11,7 @@ use crate::layout::Layout;
 use crate::render::{self, OutputFile};
 use crate::source::{self, imds};
 
+mod fallback;
 mod reload;
 mod run;
 pub use run::run;
@@ -93,6 +94,8 @@ pub struct Prepared {
     pub amp_endpoint: String,
     /// (phase, duration) for fetch, render and validate.
     pub phases: Vec<(&'static str, std::time::Duration)>,
+    /// The inputs it was rendered from.
+    pub snapshot: source::Snapshot,
 }
 
 /// Fetches, renders and validates for `layout`; writes nothing.
@@ -100,6 +103,16 @@ pub async fn prepare(
     config: &Config,
     layout: Layout,
     occasion: source::Occasion,
+) -> Result<Prepared, Error> {
+    prepare_from(config, layout, occasion, None).await
+}
+
+/// [`prepare`], from `inputs` when given (the last known good ones) instead of fetching.
+pub async fn prepare_from(
+    config: &Config,
+    layout: Layout,
+    occasion: source::Occasion,
+    inputs: Option<source::Snapshot>,
 ) -> Result<Prepared, Error> {
     let started = Instant::now();
     let facts = imds::discover(config.imds_needs()).await?;
@@ -142,10 +155,13 @@ pub async fn prepare(
             }),
         }
     };
-    let (snapshot, programs) = tokio::join!(
-        source::fetch_all(&config.sources, sdk.as_ref(), &config.fetch, occasion),
-        archives
-    );
+    let snapshot = async {
+        match inputs {
+            Some(given) => Ok(given),
+            None => source::fetch_all(&config.sources, sdk.as_ref(), &config.fetch, occasion).await,
+        }
+    };
+    let (snapshot, programs) = tokio::join!(snapshot, archives);
     let (snapshot, programs) = (snapshot?, programs?);
     let fetched = Instant::now();
     tracing::info!(
@@ -207,6 +223,7 @@ pub async fn prepare(
         identity,
         amp_endpoint,
         phases,
+        snapshot,
     })
 }
 

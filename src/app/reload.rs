@@ -34,7 +34,7 @@ pub(super) async fn reload(
     started: &mut Started,
     sup_metrics: &metrics::Supervisor,
     readiness: &supervise::Readiness,
-) {
+) -> bool {
     status("reloading configuration");
     tracing::info!("SIGHUP: fetching and rendering again");
     let outcome = async {
@@ -54,6 +54,7 @@ pub(super) async fn reload(
         Ok::<_, Error>((prepared, outcome, plugins_changed))
     }
     .await;
+    let applied = outcome.is_ok();
     match outcome {
         Err(e) => {
             sup_metrics.rendered(false);
@@ -89,12 +90,14 @@ pub(super) async fn reload(
             let mut keep = prepared.programs.digests();
             keep.extend(in_use(&store, layout, started));
             store.retire(&keep);
+            super::fallback::keep(layout, &prepared);
         }
     }
     match readiness.check() {
         Ok(()) => status("running"),
         Err(down) => status(&format!("degraded: {}", down.join(", "))),
     }
+    applied
 }
 
 /// The store trees the running children use (their program, Grafana's homepath and its

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::systemd::{notify, status, NotifyState};
 use tokio_util::sync::CancellationToken;
 
-use super::{prepare, Error};
+use super::Error;
 use crate::admin::{self, metrics};
 use crate::config::Config;
 use crate::install;
@@ -90,9 +90,11 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
 
     let proxy_metrics = metrics::Proxy::new();
     let sup_metrics = metrics::Supervisor::default();
+    let input_metrics = metrics::Inputs::default();
     let mut registry = prometheus_client::registry::Registry::default();
     proxy_metrics.register(&mut registry);
     sup_metrics.register(&mut registry);
+    input_metrics.register(&mut registry);
     let readiness = Arc::new(Readiness::default());
 
     let admin_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.admin.port);
@@ -137,7 +139,20 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         grafana = booted.grafana,
         "ready"
     );
-    notify(&[NotifyState::Ready, NotifyState::Status("running")]);
+    let running = match &booted.degraded {
+        Some(d) => {
+            input_metrics.degraded(true);
+            input_metrics.last_good_saved(d.saved_at);
+            degraded_status(d)
+        }
+        None => {
+            if booted.last_good.is_some() {
+                input_metrics.last_good_saved(std::time::SystemTime::now());
+            }
+            "running".to_owned()
+        }
+    };
+    notify(&[NotifyState::Ready, NotifyState::Status(&running)]);
     let watchdog = CancellationToken::new();
     if let Some(interval) = sd_notify::watchdog_enabled() {
         tokio::spawn(watchdog_loop(interval / 2, watchdog.clone()));
@@ -148,8 +163,12 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         &config,
         &layout,
         &mut started,
-        &sup_metrics,
-        &readiness,
+        Monitors {
+            supervisor: &sup_metrics,
+            inputs: &input_metrics,
+            readiness: &readiness,
+        },
+        booted.degraded.clone(),
         &mut signals,
     )
     .await;
@@ -170,6 +189,29 @@ struct Booted {
     grafana: bool,
     identity: crate::render::Identity,
     programs: crate::artifact::Provisioned,
+    /// Set when it ran from the last known good inputs.
+    degraded: Option<super::fallback::Degraded>,
+    /// The digest of the inputs saved as last known good after this boot.
+    last_good: Option<String>,
+}
+
+/// What the loop after boot reports to.
+struct Monitors<'a> {
+    supervisor: &'a metrics::Supervisor,
+    inputs: &'a metrics::Inputs,
+    readiness: &'a Readiness,
+}
+
+fn degraded_status(d: &super::fallback::Degraded) -> String {
+    let age = std::time::SystemTime::now()
+        .duration_since(d.saved_at)
+        .unwrap_or_default();
+    format!(
+        "running degraded: from the last known good inputs ({} min old, sha256 {}), because {}",
+        age.as_secs() / 60,
+        &d.sha256[..d.sha256.len().min(12)],
+        d.reason
+    )
 }
 
 async fn tell_the_group(identity: &crate::render::Identity, reason: &str) {
@@ -212,7 +254,7 @@ async fn boot_children(
         .is_none()
         .then(|| programs::prometheus_spec(&config.prometheus, layout));
     status("fetching and rendering configuration");
-    let prepared = prepare(config, layout.clone(), source::Occasion::Boot)
+    let (prepared, degraded) = super::fallback::prepare_boot(config, layout)
         .await
         .inspect_err(|_| sup_metrics.rendered(false))?;
     for (phase, took) in &prepared.phases {
@@ -275,10 +317,16 @@ async fn boot_children(
     let Some(binary) = programs::grafana_binary(&config.grafana)? else {
         tracing::info!("Grafana is not installed (grafana.enabled: auto): skipping it; its files are rendered for when it is");
         all_ready(started, readiness).await?;
+        let last_good = degraded
+            .is_none()
+            .then(|| super::fallback::keep(layout, &prepared))
+            .flatten();
         return Ok(Booted {
             grafana: false,
             identity: prepared.identity,
             programs: prepared.programs,
+            degraded,
+            last_good,
         });
     };
     status("starting grafana");
@@ -294,27 +342,47 @@ async fn boot_children(
     }
     sup_metrics.phase("grafana", t.elapsed());
     all_ready(started, readiness).await?;
+    let last_good = degraded
+        .is_none()
+        .then(|| super::fallback::keep(layout, &prepared))
+        .flatten();
     Ok(Booted {
         grafana: true,
         identity: prepared.identity,
         programs: prepared.programs,
+        degraded,
+        last_good,
     })
 }
 
-/// Waits for a stop signal, a reload signal, or a child given up on. A stop asked for during
-/// a reload abandons the reload (installation itself is never interrupted: it does not await).
+/// Waits for a stop signal, a reload signal, or a child given up on; while running from the
+/// last known good inputs, also retries the sources with backoff (a successful round ends
+/// the degraded state). A stop asked for during a reload abandons the reload (installation
+/// itself is never interrupted: it does not await).
 async fn supervise_loop(
     config_path: &Path,
     config: &Config,
     layout: &Layout,
     started: &mut Started,
-    sup_metrics: &metrics::Supervisor,
-    readiness: &Readiness,
+    monitors: Monitors<'_>,
+    mut degraded: Option<super::fallback::Degraded>,
     signals: &mut Signals,
 ) -> Result<(), Error> {
+    let mut backoff = RETRY_FIRST;
     loop {
+        let retry = async {
+            match degraded {
+                Some(_) => tokio::time::sleep(backoff).await,
+                None => std::future::pending().await,
+            }
+        };
         let reload_asked = tokio::select! {
             reload = signals.next_is_reload() => reload,
+            _ = retry => {
+                tracing::info!("degraded: trying the sources again");
+                backoff = (backoff * 2).min(RETRY_MAX);
+                true
+            }
             r = ended(&mut started.prometheus) => return r,
             r = ended(&mut started.grafana) => return r,
         };
@@ -322,15 +390,32 @@ async fn supervise_loop(
             tracing::info!("stop requested");
             return Ok(());
         }
-        tokio::select! {
-            _ = super::reload::reload(config_path, config, layout, started, sup_metrics, readiness) => {}
+        let applied = tokio::select! {
+            ok = super::reload::reload(config_path, config, layout, started, monitors.supervisor, monitors.readiness) => ok,
             _ = signals.terminated() => {
                 tracing::info!("stop requested during a reload; the reload is abandoned");
                 return Ok(());
             }
+        };
+        if applied {
+            monitors
+                .inputs
+                .last_good_saved(std::time::SystemTime::now());
+            if degraded.take().is_some() {
+                monitors.inputs.degraded(false);
+                tracing::info!("the sources answer again: no longer degraded");
+                status("running");
+            }
+            backoff = RETRY_FIRST;
+        } else if let Some(d) = &degraded {
+            status(&degraded_status(d));
         }
     }
 }
+
+/// While degraded, the sources are tried again after this, doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// Waits until every child is ready at the same time (one may have crashed and be
 /// restarting during boot): READY=1 is never sent for a node with a child down. A child

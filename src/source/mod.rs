@@ -115,6 +115,9 @@ pub struct Config {
     pub max_object_bytes: u64,
     /// Largest accepted program archive, in bytes (Grafana's is about 200 MB).
     pub max_archive_bytes: u64,
+    /// The oldest last-known-good snapshot a boot may start from when the sources cannot
+    /// answer, in seconds (0: never boot from it).
+    pub last_good_max_age_secs: u64,
 }
 
 impl Config {
@@ -122,6 +125,8 @@ impl Config {
     pub const DEFAULT_DEADLINE_SECS: u64 = 60;
     pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 16 * 1024 * 1024;
     pub const DEFAULT_MAX_ARCHIVE_BYTES: u64 = 1024 * 1024 * 1024;
+    /// A week: longer than any regional outage, shorter than a configuration goes stale.
+    pub const DEFAULT_LAST_GOOD_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
 
     pub fn deadline(&self) -> Duration {
         Duration::from_secs(self.deadline_secs)
@@ -135,6 +140,7 @@ impl Default for Config {
             deadline_secs: Self::DEFAULT_DEADLINE_SECS,
             max_object_bytes: Self::DEFAULT_MAX_OBJECT_BYTES,
             max_archive_bytes: Self::DEFAULT_MAX_ARCHIVE_BYTES,
+            last_good_max_age_secs: Self::DEFAULT_LAST_GOOD_MAX_AGE_SECS,
         }
     }
 }
@@ -203,6 +209,37 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a later try could succeed with the same inputs: the service unreachable, a
+    /// deadline, throttling, a 5xx, AccessDenied or NoSuchBucket (an IAM policy or a bucket
+    /// being fixed). Bad input (an empty prefix, an oversized object, a malformed file) is
+    /// not: a later try would fetch the same.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Deadline { .. } => true,
+            Error::Aws { code, .. } => {
+                let code = code.as_str();
+                matches!(
+                    code,
+                    "DispatchFailure"
+                        | "Timeout"
+                        | "RequestFailed"
+                        | "AccessDenied"
+                        | "AccessDeniedException"
+                        | "NoSuchBucket"
+                        | "InternalError"
+                        | "InternalServerError"
+                        | "InternalServerErrorException"
+                        | "ServiceUnavailable"
+                        | "SlowDown"
+                        | "RequestLimitExceeded"
+                        | "TooManyRequestsException"
+                        | "Unknown"
+                ) || code.contains("Throttl")
+            }
+            _ => false,
+        }
+    }
+
     /// Builds an [`Error::Aws`] from an SDK error, keeping the AWS error code and message.
     pub fn aws<E, R>(
         origin: impl Into<String>,

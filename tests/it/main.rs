@@ -16,3 +16,4 @@ mod secrets;
 mod sigv4_vectors;
 mod supervision;
 mod support;
+mod watch;

@@ -75,6 +75,8 @@ pub struct Seed {
     pub allowed_policy: Option<String>,
     /// Create an autoscaling group of this name holding one instance.
     pub asg: Option<String>,
+    /// Listen on this port (a free one when `None`), e.g. to start moto again where it was.
+    pub port: Option<u16>,
 }
 
 impl Seed {
@@ -116,6 +118,9 @@ impl Moto {
         }
         if let Some(group) = &seed.asg {
             cmd.args(["--asg", group]);
+        }
+        if let Some(port) = seed.port {
+            cmd.args(["--port", &port.to_string()]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
