@@ -61,6 +61,9 @@ pub struct Config {
     /// What moninit tells its autoscaling group.
     #[serde(default)]
     pub autoscaling: asg::Config,
+    /// Following the sources after boot.
+    #[serde(default)]
+    pub watch: crate::watch::Config,
 }
 
 fn auto() -> String {

@@ -272,12 +272,35 @@ impl Supervisor {
     }
 }
 
-/// The running configuration: whether it came from the last known good inputs, and when
-/// those were saved.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SnapshotLabel {
+    sha256: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabel {
+    call: &'static str,
+}
+
+/// The running configuration and the watch: generation, snapshot, applies, failures and
+/// rollbacks, the last known good inputs, and what watch rounds cost.
 #[derive(Clone, Default)]
 pub struct Inputs {
     degraded: Gauge,
     last_good_saved: Gauge,
+    generation: Gauge,
+    snapshot: Family<SnapshotLabel, Gauge>,
+    last_apply: Gauge,
+    failures: Family<ReasonLabel, Counter>,
+    rollbacks: Family<ReasonLabel, Counter>,
+    round_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    rounds: Counter,
+    calls: Family<CallLabel, Counter>,
 }
 
 impl Inputs {
@@ -293,18 +316,83 @@ impl Inputs {
             "When the last known good inputs were saved (the running config's age is time() minus this while degraded)",
             self.last_good_saved.clone(),
         );
+        r.register(
+            "generation",
+            "Configurations applied since start (1: the boot's)",
+            self.generation.clone(),
+        );
+        r.register(
+            "snapshot_info",
+            "The running inputs' SHA-256 (value always 1)",
+            self.snapshot.clone(),
+        );
+        r.register(
+            "last_apply_timestamp_seconds",
+            "When the running configuration was applied",
+            self.last_apply.clone(),
+        );
+        r.register(
+            "apply_failures",
+            "Rounds or applies that failed, by reason (the running configuration kept)",
+            self.failures.clone(),
+        );
+        r.register(
+            "rollbacks",
+            "Applied configurations that did not prove healthy and were rolled back, by reason",
+            self.rollbacks.clone(),
+        );
+        r.register(
+            "watch_round_seconds",
+            "Duration of the last watch round (listing and fetching what changed)",
+            self.round_seconds.clone(),
+        );
+        r.register("watch_rounds", "Watch rounds made", self.rounds.clone());
+        r.register(
+            "watch_api_calls",
+            "AWS API calls made by watch rounds, by call",
+            self.calls.clone(),
+        );
     }
 
     pub fn degraded(&self, on: bool) {
         self.degraded.set(on as i64);
     }
 
-    pub fn last_good_saved(&self, at: std::time::SystemTime) {
-        let secs = at
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.last_good_saved.set(secs as i64);
+    pub fn last_good_saved(&self, at: SystemTime) {
+        self.last_good_saved.set(unix(at));
     }
+
+    /// A configuration now runs (`generation`, the inputs' digest).
+    pub fn applied(&self, generation: u64, sha256: &str) {
+        self.generation.set(generation as i64);
+        self.snapshot.clear();
+        self.snapshot
+            .get_or_create(&SnapshotLabel {
+                sha256: sha256.to_owned(),
+            })
+            .set(1);
+        self.last_apply.set(unix(SystemTime::now()));
+    }
+
+    pub fn failed(&self, reason: &'static str, rolled_back: bool) {
+        self.failures.get_or_create(&ReasonLabel { reason }).inc();
+        if rolled_back {
+            self.rollbacks.get_or_create(&ReasonLabel { reason }).inc();
+        }
+    }
+
+    pub fn round(&self, took: Duration, calls: &[(&'static str, u64)]) {
+        self.round_seconds.set(took.as_secs_f64());
+        self.rounds.inc();
+        for (call, n) in calls {
+            self.calls.get_or_create(&CallLabel { call }).inc_by(*n);
+        }
+    }
+}
+
+fn unix(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub struct InFlight(Gauge);

@@ -22,6 +22,7 @@ pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     readiness: Option<Arc<Readiness>>,
+    status: Option<Arc<crate::watch::Status>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -39,10 +40,12 @@ pub async fn serve(
         };
         let registry = registry.clone();
         let readiness = readiness.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let registry = registry.clone();
                 let readiness = readiness.clone();
+                let status = status.clone();
                 async move {
                     let resp = match req.uri().path() {
                         "/metrics" => Response::builder()
@@ -51,6 +54,11 @@ pub async fn serve(
                                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                             )
                             .body(Full::new(Bytes::from(metrics::render(&registry)))),
+                        "/status" if status.is_some() => Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(
+                                status.as_ref().map(|s| s.to_json()).unwrap_or_default(),
+                            ))),
                         "/healthz" => {
                             Response::builder().body(Full::new(Bytes::from_static(b"ok\n")))
                         }

@@ -11,8 +11,10 @@ use crate::layout::Layout;
 use crate::render::{self, OutputFile};
 use crate::source::{self, imds};
 
+mod apply;
 mod fallback;
 mod reload;
+mod round;
 mod run;
 pub use run::run;
 

@@ -96,6 +96,8 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     sup_metrics.register(&mut registry);
     input_metrics.register(&mut registry);
     let readiness = Arc::new(Readiness::default());
+    let status_doc = Arc::new(crate::watch::Status::default());
+    status_doc.interval(config.watch.interval_secs);
 
     let admin_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.admin.port);
     let admin_listener = proxy::server::bind(admin_addr, false).await?;
@@ -110,6 +112,7 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         admin_listener,
         Arc::new(registry),
         Some(readiness.clone()),
+        Some(status_doc.clone()),
         started.admin.clone(),
     ));
     tokio::spawn(reaper::run(started.reaper.clone()));
@@ -139,6 +142,16 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         grafana = booted.grafana,
         "ready"
     );
+    status_doc.applied(
+        &booted.live.digest,
+        config.sources.iter().map(|s| s.to_string()).collect(),
+        booted
+            .degraded
+            .as_ref()
+            .map_or_else(std::time::SystemTime::now, |d| d.saved_at),
+    );
+    input_metrics.applied(status_doc.generation(), &booted.live.digest);
+    status_doc.degraded(booted.degraded.as_ref().map(degraded_status));
     let running = match &booted.degraded {
         Some(d) => {
             input_metrics.degraded(true);
@@ -158,17 +171,26 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         tokio::spawn(watchdog_loop(interval / 2, watchdog.clone()));
     }
 
+    let sdk = if config.sources.iter().any(source::SourceUrl::needs_aws) {
+        Some(source::aws_config(&booted.identity.region).await)
+    } else {
+        None
+    };
     let outcome = supervise_loop(
         config_path,
-        &config,
+        Watching {
+            live: booted.live,
+            clients: crate::watch::sources::Clients::new(sdk.as_ref()),
+            degraded: booted.degraded.clone(),
+        },
         &layout,
         &mut started,
-        Monitors {
+        super::apply::Report {
             supervisor: &sup_metrics,
             inputs: &input_metrics,
-            readiness: &readiness,
+            status: &status_doc,
         },
-        booted.degraded.clone(),
+        &readiness,
         &mut signals,
     )
     .await;
@@ -193,13 +215,16 @@ struct Booted {
     degraded: Option<super::fallback::Degraded>,
     /// The digest of the inputs saved as last known good after this boot.
     last_good: Option<String>,
+    /// What runs now: the base for watch rounds and reloads.
+    live: super::apply::Live,
 }
 
-/// What the loop after boot reports to.
-struct Monitors<'a> {
-    supervisor: &'a metrics::Supervisor,
-    inputs: &'a metrics::Inputs,
-    readiness: &'a Readiness,
+/// What the loop after boot follows: the running configuration, the sources, and whether
+/// it runs from the last known good inputs.
+struct Watching {
+    live: super::apply::Live,
+    clients: crate::watch::sources::Clients,
+    degraded: Option<super::fallback::Degraded>,
 }
 
 fn degraded_status(d: &super::fallback::Degraded) -> String {
@@ -273,6 +298,7 @@ async fn boot_children(
     }
     programs::link_plugins(layout, &prepared.programs)
         .map_err(|(path, source)| Error::State { path, source })?;
+    let config_as_read = config;
     let config = &prepared.config;
 
     status("starting the signing proxy");
@@ -321,12 +347,14 @@ async fn boot_children(
             .is_none()
             .then(|| super::fallback::keep(layout, &prepared))
             .flatten();
+        let live = super::apply::Live::new(config_as_read.clone(), &prepared);
         return Ok(Booted {
             grafana: false,
             identity: prepared.identity,
             programs: prepared.programs,
             degraded,
             last_good,
+            live,
         });
     };
     status("starting grafana");
@@ -346,69 +374,104 @@ async fn boot_children(
         .is_none()
         .then(|| super::fallback::keep(layout, &prepared))
         .flatten();
+    let live = super::apply::Live::new(config_as_read.clone(), &prepared);
     Ok(Booted {
         grafana: true,
         identity: prepared.identity,
         programs: prepared.programs,
         degraded,
         last_good,
+        live,
     })
 }
 
-/// Waits for a stop signal, a reload signal, or a child given up on; while running from the
-/// last known good inputs, also retries the sources with backoff (a successful round ends
-/// the degraded state). A stop asked for during a reload abandons the reload (installation
-/// itself is never interrupted: it does not await).
+/// Waits for a stop signal, a reload signal, a watch round or a child given up on. Rounds
+/// come every `watch.interval_secs` (jittered); while running from the last known good
+/// inputs, every [`RETRY_FIRST`] doubling up to [`RETRY_MAX`], and any round or reload whose
+/// fetch succeeds ends the degraded state. One round or reload runs at a time; a stop asked
+/// for during one abandons it (installation itself is never interrupted: it does not await).
 async fn supervise_loop(
     config_path: &Path,
-    config: &Config,
+    mut watching: Watching,
     layout: &Layout,
     started: &mut Started,
-    monitors: Monitors<'_>,
-    mut degraded: Option<super::fallback::Degraded>,
+    report: super::apply::Report<'_>,
+    readiness: &Readiness,
     signals: &mut Signals,
 ) -> Result<(), Error> {
+    use super::round::Outcome;
+    let mut tracker = crate::watch::sources::Tracker::new(&watching.live.config.sources);
     let mut backoff = RETRY_FIRST;
     loop {
-        let retry = async {
-            match degraded {
-                Some(_) => tokio::time::sleep(backoff).await,
+        let wait = match watching.degraded {
+            Some(_) => Some(backoff),
+            None => crate::watch::next_round(&watching.live.config.watch),
+        };
+        let next_round = async {
+            match wait {
+                Some(w) => tokio::time::sleep(w).await,
                 None => std::future::pending().await,
             }
         };
-        let reload_asked = tokio::select! {
-            reload = signals.next_is_reload() => reload,
-            _ = retry => {
-                tracing::info!("degraded: trying the sources again");
-                backoff = (backoff * 2).min(RETRY_MAX);
+        let reload = tokio::select! {
+            reload = signals.next_is_reload() => {
+                if !reload {
+                    tracing::info!("stop requested");
+                    return Ok(());
+                }
                 true
             }
+            _ = next_round => false,
             r = ended(&mut started.prometheus) => return r,
             r = ended(&mut started.grafana) => return r,
         };
-        if !reload_asked {
-            tracing::info!("stop requested");
-            return Ok(());
-        }
-        let applied = tokio::select! {
-            ok = super::reload::reload(config_path, config, layout, started, monitors.supervisor, monitors.readiness) => ok,
+        let work = async {
+            if reload {
+                let outcome = super::reload::reload(
+                    config_path,
+                    &mut watching.live,
+                    layout,
+                    started,
+                    &report,
+                )
+                .await;
+                if outcome == Outcome::Applied {
+                    tracker = crate::watch::sources::Tracker::new(&watching.live.config.sources);
+                }
+                outcome
+            } else {
+                super::round::round(
+                    &mut tracker,
+                    &watching.clients,
+                    &mut watching.live,
+                    layout,
+                    started,
+                    &report,
+                )
+                .await
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = work => outcome,
             _ = signals.terminated() => {
-                tracing::info!("stop requested during a reload; the reload is abandoned");
+                tracing::info!("stop requested during a round or reload; it is abandoned");
                 return Ok(());
             }
         };
-        if applied {
-            monitors
-                .inputs
-                .last_good_saved(std::time::SystemTime::now());
-            if degraded.take().is_some() {
-                monitors.inputs.degraded(false);
-                tracing::info!("the sources answer again: no longer degraded");
-                status("running");
-            }
+        if outcome == Outcome::FetchFailed {
+            backoff = (backoff * 2).min(RETRY_MAX);
+        } else {
             backoff = RETRY_FIRST;
-        } else if let Some(d) = &degraded {
-            status(&degraded_status(d));
+            if watching.degraded.take().is_some() {
+                report.inputs.degraded(false);
+                report.status.degraded(None);
+                tracing::info!("the sources answer again: no longer degraded");
+            }
+        }
+        match (&watching.degraded, readiness.check()) {
+            (Some(d), _) => status(&degraded_status(d)),
+            (None, Ok(())) => status("running"),
+            (None, Err(down)) => status(&format!("degraded: {}", down.join(", "))),
         }
     }
 }

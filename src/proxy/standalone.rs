@@ -112,6 +112,7 @@ pub async fn run(args: &ProxyArgs) -> Result<(), super::server::Error> {
             listener,
             Arc::new(registry),
             None,
+            None,
             shutdown.clone(),
         ));
     }

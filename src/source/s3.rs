@@ -77,7 +77,8 @@ pub async fn fetch(
     Ok(snapshot)
 }
 
-async fn get(
+/// Downloads one object: its path relative to `prefix`, and the file.
+pub(crate) async fn get(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,

@@ -12,14 +12,40 @@ use crate::secret::Secret;
 /// Upper bound on pages, so a service that kept returning tokens cannot hang boot.
 const MAX_PAGES: usize = 10_000;
 
-pub async fn fetch(client: &aws_sdk_ssm::Client, path: &str) -> Result<Snapshot, Error> {
-    let origin = format!("ssm:{path}");
-    let query_path = path.trim_end_matches('/');
-    let query_path = if query_path.is_empty() {
+/// The path as the SSM API takes it: without its trailing `/` (but `/` itself kept).
+pub(crate) fn query_path(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
         "/"
     } else {
-        query_path
+        trimmed
+    }
+}
+
+/// A parameter's name under `query_path`, as a template sees it.
+pub(crate) fn relative<'a>(name: &'a str, query_path: &str) -> &'a str {
+    name.strip_prefix(query_path).unwrap_or(name)
+}
+
+/// A fetched parameter's full name and value; SecureStrings become [`Secret`]s at once.
+pub(crate) fn value(p: &aws_sdk_ssm::types::Parameter) -> Option<(String, ParamValue)> {
+    let (name, value) = (p.name()?, p.value()?);
+    let value = match p.r#type() {
+        Some(ParameterType::SecureString) => ParamValue::Secret {
+            value: Secret::new(value),
+            origin: name.to_owned(),
+        },
+        _ => ParamValue::Plain {
+            value: value.to_owned(),
+            origin: name.to_owned(),
+        },
     };
+    Some((name.to_owned(), value))
+}
+
+pub async fn fetch(client: &aws_sdk_ssm::Client, path: &str) -> Result<Snapshot, Error> {
+    let origin = format!("ssm:{path}");
+    let query_path = query_path(path);
     let mut params = Params::default();
     let mut token: Option<String> = None;
     let mut count = 0usize;
@@ -35,21 +61,10 @@ pub async fn fetch(client: &aws_sdk_ssm::Client, path: &str) -> Result<Snapshot,
             .await
             .map_err(|e| Error::aws(&origin, "GetParametersByPath", &e))?;
         for p in page.parameters() {
-            let (Some(name), Some(value)) = (p.name(), p.value()) else {
+            let Some((name, value)) = value(p) else {
                 continue;
             };
-            let relative = name.strip_prefix(query_path).unwrap_or(name);
-            let value = match p.r#type() {
-                Some(ParameterType::SecureString) => ParamValue::Secret {
-                    value: Secret::new(value),
-                    origin: name.to_owned(),
-                },
-                _ => ParamValue::Plain {
-                    value: value.to_owned(),
-                    origin: name.to_owned(),
-                },
-            };
-            params.insert(relative, value)?;
+            params.insert(relative(&name, query_path), value)?;
             count += 1;
         }
         match page.next_token() {

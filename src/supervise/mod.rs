@@ -142,7 +142,9 @@ pub struct Handle {
     restart: watch::Sender<u64>,
     /// What the next start runs: replaced to move the child to a new binary.
     spec: watch::Sender<Spec>,
-    ready: watch::Receiver<bool>,
+    /// 0 until the child is first ready; then 1 + the restart requests its latest ready run
+    /// fulfils.
+    ready: watch::Receiver<u64>,
     /// `None` once joined: a finished task is awaited exactly once.
     task: Option<JoinHandle<Result<(), Error>>>,
 }
@@ -150,7 +152,7 @@ pub struct Handle {
 impl Handle {
     /// Waits until the child is ready for the first time, or its task ended (an error).
     pub async fn first_ready(&mut self) -> Result<(), Error> {
-        if self.ready.wait_for(|r| *r).await.is_ok() {
+        if self.ready.wait_for(|r| *r > 0).await.is_ok() {
             return Ok(());
         }
         match self.join().await {
@@ -180,9 +182,18 @@ impl Handle {
         }
     }
 
-    /// Restarts the child (not counted as a failure), e.g. after its config changed.
-    pub fn restart(&self) {
+    /// Restarts the child (not counted as a failure), e.g. after its config changed; returns
+    /// the request's number for [`Handle::ready_since`].
+    pub fn restart(&self) -> u64 {
         self.restart.send_modify(|n| *n += 1);
+        *self.restart.borrow()
+    }
+
+    /// Waits until a run started for restart request `request` (or a later one) is ready.
+    /// Never resolves if none becomes ready: the caller bounds the wait.
+    pub async fn ready_since(&self, request: u64) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r > request).await;
     }
 
     /// What the child runs now (program and arguments).
@@ -191,9 +202,9 @@ impl Handle {
     }
 
     /// Restarts the child on `spec` (a new binary, a new homepath), not counted as a failure.
-    pub fn restart_with(&self, spec: Spec) {
+    pub fn restart_with(&self, spec: Spec) -> u64 {
         self.spec.send_replace(spec);
-        self.restart();
+        self.restart()
     }
 
     /// Stops the child and waits for it to be gone.
@@ -212,7 +223,7 @@ impl Handle {
 pub fn start(spec: Spec, shared: Shared) -> Handle {
     let stop = CancellationToken::new();
     let (restart, restarts) = watch::channel(0u64);
-    let (ready_tx, ready) = watch::channel(false);
+    let (ready_tx, ready) = watch::channel(0u64);
     let name = spec.name;
     shared.readiness.set(name, false);
     let (spec_tx, spec_rx) = watch::channel(spec);
@@ -232,7 +243,7 @@ async fn manage(
     shared: Shared,
     stop: CancellationToken,
     mut restarts: watch::Receiver<u64>,
-    ready_tx: watch::Sender<bool>,
+    ready_tx: watch::Sender<u64>,
 ) -> Result<(), Error> {
     let name = specs.borrow().name;
     let config = &shared.config;
@@ -240,7 +251,7 @@ async fn manage(
     let mut booting = true;
     loop {
         // Whatever restart was asked for until now, this start fulfils.
-        restarts.borrow_and_update();
+        let request = *restarts.borrow_and_update();
         let spec = specs.borrow().clone();
         let started = Instant::now();
         let mut ready_at = None;
@@ -286,7 +297,7 @@ async fn manage(
                     Some(Ok(())) => {
                         booting = false;
                         ready_at = Some(Instant::now());
-                        became_ready(&shared, name, &running, &ready_tx);
+                        became_ready(&shared, name, &running, &ready_tx, request);
                         match run_until_exit(&spec, &shared, &mut running, &stop, &mut restarts)
                             .await
                         {
@@ -351,12 +362,13 @@ fn became_ready(
     shared: &Shared,
     name: &'static str,
     running: &child::Running,
-    ready_tx: &watch::Sender<bool>,
+    ready_tx: &watch::Sender<u64>,
+    request: u64,
 ) {
     let was_down = shared.readiness.is_booted() && shared.readiness.check().is_err();
     shared.readiness.set(name, true);
     shared.metrics.child_up(name, true);
-    let _ = ready_tx.send(true);
+    let _ = ready_tx.send(request + 1);
     tracing::info!(
         child = name,
         ready_ms = running.started.elapsed().as_millis() as u64,
