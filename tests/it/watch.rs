@@ -134,3 +134,420 @@ fn a_truncated_last_good_file_is_never_used_and_boot_fails_naming_it() {
     assert!(log.contains("last-good.json"), "{log}");
     assert!(log.contains("truncated or modified"), "{log}");
 }
+
+/// A node following moto (examples seeded) with rounds every second, the real Prometheus
+/// (or a fake one) and the Grafana stand-in.
+struct Watched {
+    moto: Moto,
+    agent: Agent,
+    prometheus: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Watched {
+    fn start(fake_prometheus: Option<&str>, extra_watch: &str) -> Watched {
+        let seed = Seed::examples();
+        let moto = Moto::start(&seed);
+        let dir = tempfile::tempdir().unwrap();
+        let grafana =
+            crate::support::agent::wrapper(dir.path(), "grafana", "grafana_stand_in.py", "");
+        let prometheus_binary = fake_prometheus.map(|behaviour| {
+            crate::support::agent::wrapper(
+                dir.path(),
+                "prometheus",
+                "fake_child.py",
+                &format!("FAKE_CHILD={behaviour} "),
+            )
+        });
+        let port = process::free_port();
+        let extra = format!(
+            "watch:\n  interval_secs: 1\n  health_timeout_secs: 20\n{extra_watch}supervise:\n  max_failures: 20\n"
+        );
+        let extra: &'static str = Box::leak(extra.into_boxed_str());
+        let mut agent = Agent::start(Setup {
+            sources: format!(
+                "  - s3://{}/{}\n  - ssm:{}\n",
+                seed.bucket, seed.prefix, seed.ssm_path
+            ),
+            grafana_binary: Some(grafana),
+            prometheus_binary,
+            prometheus_port: Some(port),
+            extra,
+            env: vec![
+                ("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()),
+                ("AWS_ACCESS_KEY_ID".into(), "AKIDMONINITTEST".into()),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    "moninit-test-secret-key-0123456789abcdef".into(),
+                ),
+                ("RUST_LOG".into(), "trace".into()),
+            ],
+            ..Setup::local()
+        });
+        agent.wait_ready(Duration::from_secs(60));
+        Watched {
+            moto,
+            agent,
+            prometheus: format!("127.0.0.1:{port}").parse().unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn put(&self, key: &str, body: &str) {
+        self.moto.python(&format!(
+            "boto3.client('s3', **kw).put_object(Bucket='moninit-test', Key='monitoring/{key}', Body={body:?}.encode())"
+        ));
+    }
+
+    fn delete(&self, key: &str) {
+        self.moto.python(&format!(
+            "boto3.client('s3', **kw).delete_object(Bucket='moninit-test', Key='monitoring/{key}')"
+        ));
+    }
+
+    fn status(&self) -> serde_json::Value {
+        http::get(self.agent.admin, "/status").unwrap().json()
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.agent.root.join("etc/moninit/rendered")
+    }
+
+    /// Every installed file's bytes and mode (a reinstalled file has a new mtime).
+    fn tree(&self) -> std::collections::BTreeMap<PathBuf, (Vec<u8>, u32)> {
+        support::snapshot(&self.config_dir())
+            .into_iter()
+            .map(|(path, (bytes, mode, _))| (path, (bytes, mode)))
+            .collect()
+    }
+
+    /// Waits until `/status` shows a failure with `reason` (newer than `after`, a Unix time).
+    fn failure(&self, reason: &str, after: u64) -> serde_json::Value {
+        support::wait_for(
+            Duration::from_secs(40),
+            Duration::from_millis(200),
+            || {
+                format!(
+                    "no {reason} failure in /status: {}\n{}",
+                    self.status(),
+                    self.agent.log_text()
+                )
+            },
+            || {
+                let failure = self.status()["last_failure"].clone();
+                (failure["reason"] == reason && failure["at"].as_u64() >= Some(after))
+                    .then_some(failure)
+            },
+        )
+    }
+
+    fn generation(&self) -> u64 {
+        self.status()["generation"].as_u64().unwrap()
+    }
+
+    fn wait_generation(&self, generation: u64) {
+        support::wait_for(
+            Duration::from_secs(40),
+            Duration::from_millis(200),
+            || {
+                format!(
+                    "generation {generation} not reached: {}\n{}",
+                    self.status(),
+                    self.agent.log_text()
+                )
+            },
+            || (self.generation() >= generation).then_some(()),
+        );
+    }
+
+    fn assert_ready(&self) {
+        let r = http::get(self.agent.admin, "/readyz").unwrap();
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), self.agent.log_text());
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn a_scrape_job_added_in_s3_goes_live_without_a_restart_and_a_dashboard_restarts_grafana() {
+    let node = Watched::start(None, "");
+    assert_eq!(node.generation(), 1);
+    let prometheus = node.agent.child_pid("--config.file=").unwrap();
+    let grafana = node.agent.child_pid("grafana_stand_in.py").unwrap();
+
+    node.put(
+        "prometheus/scrape_configs/added.yml",
+        "- job_name: added-by-watch\n  static_configs:\n    - targets: ['127.0.0.1:9']\n",
+    );
+    support::wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || format!("the new job is not live:\n{}", node.agent.log_text()),
+        || {
+            let r = http::get(node.prometheus, "/api/v1/status/config").ok()?;
+            r.text().contains("added-by-watch").then_some(())
+        },
+    );
+    assert_eq!(
+        node.agent.child_pid("--config.file="),
+        Some(prometheus),
+        "Prometheus was restarted"
+    );
+    assert_eq!(node.generation(), 2);
+    assert!(node.agent.metrics().contains("moninit_config_generation 2"));
+
+    node.put(
+        "grafana/dashboards/Node/added.json",
+        r#"{"title": "Added by watch", "uid": "added-by-watch", "panels": []}"#,
+    );
+    node.wait_generation(3);
+    let restarted = node.agent.child_pid("grafana_stand_in.py").unwrap();
+    assert_ne!(restarted, grafana, "Grafana was not restarted");
+    assert!(node
+        .config_dir()
+        .join("grafana/dashboards/Node/added.json")
+        .is_file());
+    node.assert_ready();
+    let status = node.status();
+    assert_eq!(status["snapshot"].as_str().unwrap().len(), 64, "{status}");
+    assert!(node.agent.metrics().contains(&format!(
+        "moninit_config_snapshot_info{{sha256=\"{}\"}} 1",
+        status["snapshot"].as_str().unwrap()
+    )));
+}
+
+#[test]
+fn bad_inputs_in_a_round_keep_the_running_configuration_and_say_why() {
+    let node = Watched::start(None, "");
+    let before = node.tree();
+
+    // Malformed YAML in a changed object: named by its key.
+    let t = unix_now();
+    node.put(
+        "prometheus/scrape_configs/node.yml",
+        "- job_name: [unclosed\n",
+    );
+    let failure = node.failure("render", t);
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("s3://moninit-test/monitoring/prometheus/scrape_configs/node.yml"),
+        "{failure}"
+    );
+    assert_eq!(node.tree(), before);
+    node.assert_ready();
+    let original =
+        std::fs::read_to_string(support::examples().join("prometheus/scrape_configs/node.yml"))
+            .unwrap();
+    node.put("prometheus/scrape_configs/node.yml", &original);
+
+    // A config promtool rejects.
+    let t = unix_now();
+    node.put(
+        "prometheus/scrape_configs/bad.yml",
+        "job_name: bad\nbogus_key: 1\nstatic_configs: [{targets: ['a:1']}]\n",
+    );
+    let failure = node.failure("validate", t);
+    let message = failure["message"].as_str().unwrap();
+    assert!(message.contains("field bogus_key not found"), "{failure}");
+    assert!(
+        message.contains("s3://moninit-test/monitoring/prometheus/scrape_configs/bad.yml"),
+        "{failure}"
+    );
+    node.delete("prometheus/scrape_configs/bad.yml");
+    assert_eq!(node.tree(), before);
+    node.assert_ready();
+
+    // Every scrape job removed: refused.
+    let t = unix_now();
+    node.delete("prometheus/scrape_configs/node.yml");
+    node.delete("prometheus/scrape_configs/prometheus.yml");
+    let failure = node.failure("mass_removal", t);
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("every scrape job"),
+        "{failure}"
+    );
+    assert_eq!(node.tree(), before);
+    node.assert_ready();
+
+    // The whole prefix emptied: an error, not an empty configuration.
+    let t = unix_now();
+    node.moto.python(
+        "s3 = boto3.client('s3', **kw)\n\
+         for o in s3.list_objects_v2(Bucket='moninit-test', Prefix='monitoring/').get('Contents', []):\n    \
+         s3.delete_object(Bucket='moninit-test', Key=o['Key'])",
+    );
+    let failure = node.failure("fetch", t);
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("no objects under this prefix"),
+        "{failure}"
+    );
+    assert_eq!(node.tree(), before);
+    node.assert_ready();
+    assert_eq!(node.generation(), 1);
+    let metrics = node.agent.metrics();
+    for reason in ["render", "validate", "mass_removal", "fetch"] {
+        assert!(
+            metrics.contains(&format!(
+                "moninit_config_apply_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+}
+
+#[test]
+fn a_configuration_prometheus_or_grafana_refuses_is_rolled_back() {
+    let node = Watched::start(Some("reload-refuses=refused-by-fake-prometheus"), "");
+    let before = node.tree();
+
+    // promtool accepts it; Prometheus refuses it on /-/reload.
+    let t = unix_now();
+    node.put(
+        "prometheus/scrape_configs/refused.yml",
+        "- job_name: refused-by-fake-prometheus\n  static_configs:\n    - targets: ['127.0.0.1:9']\n",
+    );
+    let failure = node.failure("prometheus_reload", t);
+    assert_eq!(failure["rolled_back"], true, "{failure}");
+    assert_eq!(node.tree(), before, "the previous set is not back");
+    node.assert_ready();
+    node.delete("prometheus/scrape_configs/refused.yml");
+
+    // Grafana does not come back healthy on a new dashboard.
+    let t = unix_now();
+    node.put(
+        "grafana/dashboards/Node/refused.json",
+        r#"{"title": "refused-by-stand-in", "uid": "refused", "panels": []}"#,
+    );
+    let failure = node.failure("grafana_not_healthy", t);
+    assert_eq!(failure["rolled_back"], true, "{failure}");
+    assert_eq!(node.tree(), before, "the previous set is not back");
+    support::wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || format!("not ready after the rollback:\n{}", node.agent.log_text()),
+        || (http::get(node.agent.admin, "/readyz").ok()?.status == 200).then_some(()),
+    );
+    let metrics = node.agent.metrics();
+    assert!(
+        metrics.contains("moninit_config_rollbacks_total{reason=\"prometheus_reload\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("moninit_config_rollbacks_total{reason=\"grafana_not_healthy\"} 1"),
+        "{metrics}"
+    );
+    // The same refused inputs are not tried again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        node.agent
+            .metrics()
+            .matches("moninit_config_rollbacks_total{reason=\"grafana_not_healthy\"} 1")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn sources_unreachable_during_a_round_keep_the_node_running() {
+    let mut node = Watched::start(None, "");
+    let before = node.tree();
+    let t = unix_now();
+    // Stop moto: every round now fails to reach it.
+    let moto = std::mem::replace(&mut node.moto, Moto::start(&Seed::default()));
+    drop(moto);
+    let failure = node.failure("fetch", t);
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("s3://moninit-test/monitoring/"),
+        "{failure}"
+    );
+    assert_eq!(node.tree(), before);
+    node.assert_ready();
+}
+
+#[test]
+fn an_idle_round_makes_only_the_documented_calls_and_never_logs_a_secret() {
+    let node = Watched::start(None, "");
+    let rounds = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("moninit_config_watch_rounds_total "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    // The first round fetches everything; count from the next one on.
+    support::wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || "no watch round".into(),
+        || (rounds(&node.agent.metrics()) >= 1).then_some(()),
+    );
+    let moto: std::net::SocketAddr = node
+        .moto
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let calls = |method: &str| {
+        http::request(moto, method, "/__moninit/calls", &[], b"")
+            .unwrap()
+            .json()
+    };
+    calls("DELETE");
+    let start = rounds(&node.agent.metrics());
+    std::thread::sleep(Duration::from_secs(5));
+    let counted = calls("GET");
+    let end = rounds(&node.agent.metrics());
+    let made = end - start;
+    assert!(made >= 2, "only {made} rounds");
+    // Per idle round: one ListObjectsV2 (under 1,000 objects), one DescribeParameters (under
+    // 50 parameters); nothing downloaded, nothing decrypted. A round in flight at either end
+    // may add one of each.
+    let n = |call: &str| counted[call].as_u64().unwrap_or(0);
+    assert!(
+        n("ListObjectsV2") >= made && n("ListObjectsV2") <= made + 1,
+        "{counted} over {made} rounds"
+    );
+    assert!(
+        n("DescribeParameters") >= made && n("DescribeParameters") <= made + 1,
+        "{counted} over {made} rounds"
+    );
+    let others: Vec<_> = counted
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "ListObjectsV2" && *k != "DescribeParameters")
+        .collect();
+    assert!(others.is_empty(), "{counted}");
+
+    // A SecureString changed during watching: applied, and neither value is ever logged.
+    node.moto.python(
+        "boto3.client('ssm', **kw).put_parameter(Name='/monitoring/test/grafana/admin_password', \
+         Value='n3w-Secr3t-value!', Type='SecureString', Overwrite=True)",
+    );
+    node.wait_generation(2);
+    let log = node.agent.log_text();
+    for secret in ["demo-Adm1n-#pass;word", "n3w-Secr3t-value!"] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+    assert!(
+        log.contains("TRACE") || log.contains("trace"),
+        "not a trace-level log"
+    );
+    let last_good = find(&node.agent.root, "last-good.json").unwrap();
+    assert_eq!(support::mode(&last_good) & 0o777, 0o600);
+}

@@ -6,7 +6,8 @@ style) once started, unless --never-ready. Behaviours, from the FAKE_CHILD envir
 variable (comma-separated): exit-after=SECONDS, exit-code=N, ignore-term, never-ready,
 orphan (double-forks a grandchild that outlives this process by one second),
 fail-if=PATH (exits 1 at once, before serving, while PATH exists), impostor (a forked process
-in a session of its own serves the port, this one never does). Before exiting by itself it
+in a session of its own serves the port, this one never does), reload-refuses=MARKER (POST
+/-/reload answers 500 while the --config.file holds MARKER). Before exiting by itself it
 writes one line on stderr naming its exit code.
 Always exits by itself after 300 s.
 """
@@ -37,7 +38,20 @@ class H(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_POST = do_GET
+    def do_POST(self):
+        # reload-refuses=MARKER: /-/reload answers 500 while the config file holds MARKER, as
+        # a Prometheus refuses a config promtool accepted.
+        config = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config.file=")), "")
+        if self.path == "/-/reload" and "reload-refuses" in opts and config:
+            with open(config) as f:
+                if opts["reload-refuses"] in f.read():
+                    body = b"failed to reload config"
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+        self.do_GET()
 
 
 if "ignore-term" in opts:

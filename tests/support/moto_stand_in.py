@@ -11,6 +11,7 @@ secrets.yaml) and writes params.yaml as SSM String parameters and secrets.yaml a
 SecureString parameters under --ssm-path. --extra-params/--extra-objects add generated load.
 --asg NAME creates an autoscaling group of one instance (from a launch template) and prints
 its instance id as "asg_instance".
+GET /__moninit/calls returns the requests served so far by API call (JSON); DELETE resets.
 --auth creates an IAM user with NO permissions, prints its keys, and turns on moto's
 signature and permission checks for every later request; --allow-user SERVICE also creates
 one allowed SERVICE:* and prints its keys.
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import urllib.request
 
 import boto3
@@ -40,6 +42,43 @@ def put_params(ssm, path, doc, kind):
     flatten("", doc or {}, flat)
     for name, value in flat.items():
         ssm.put_parameter(Name=path.rstrip("/") + "/" + name, Value=value, Type=kind, Overwrite=True)
+
+
+COUNTS = {}
+COUNTS_LOCK = threading.Lock()
+
+
+def count_requests(server):
+    """Counts requests by API call; GET /__moninit/calls returns the counts (JSON) and
+    DELETE /__moninit/calls resets them."""
+    inner = server._server.app
+
+    def call_name(environ):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target:
+            return target.split(".")[-1]
+        method, path, query = environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+        parts = [p for p in path.split("/") if p]
+        if method == "GET" and len(parts) == 1 and "list-type=2" in query:
+            return "ListObjectsV2"
+        if method == "GET" and len(parts) > 1:
+            return "GetObject"
+        return f"{method} {'/'.join(parts[:1])}"
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") == "/__moninit/calls":
+            with COUNTS_LOCK:
+                body = json.dumps(COUNTS).encode()
+                if environ["REQUEST_METHOD"] == "DELETE":
+                    COUNTS.clear()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        name = call_name(environ)
+        with COUNTS_LOCK:
+            COUNTS[name] = COUNTS.get(name, 0) + 1
+        return inner(environ, start_response)
+
+    server._server.app = app
 
 
 def seed(args, endpoint):
@@ -119,6 +158,7 @@ def main():
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
+    count_requests(server)
     host, port = server.get_host_and_port()
     endpoint = f"http://127.0.0.1:{port}"
     try:
