@@ -306,6 +306,8 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
         "s3:GetObject",
         "s3:ListBucket",
         "ssm:GetParametersByPath",
+        "ssm:GetParameters",
+        "ssm:DescribeParameters",
         "kms:Decrypt",
         "autoscaling:SetInstanceHealth",
     ]
@@ -324,6 +326,16 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
         .find(|s| s["Sid"] == "RemoteWriteAndQueryThisWorkspace")
         .unwrap();
     assert_eq!(aps["Resource"]["Fn::GetAtt"][0], "Workspace");
+    // Only DescribeParameters (no resource-level permissions) and kms:Decrypt (conditioned)
+    // are granted on every resource.
+    let on_everything: Vec<String> = statements
+        .iter()
+        .filter(|s| s["Resource"] == "*")
+        .map(|s| format!("{:?}", s["Action"]))
+        .collect();
+    assert_eq!(on_everything.len(), 2, "{on_everything:?}");
+    assert!(on_everything.iter().any(|a| a.contains("ssm:DescribeParameters")));
+    assert!(on_everything.iter().any(|a| a.contains("kms:Decrypt")));
     // Program archives: read-only, under artifacts/ only.
     let archives = statements
         .iter()
