@@ -145,7 +145,7 @@ struct Watched {
 }
 
 impl Watched {
-    fn start(fake_prometheus: Option<&str>, extra_watch: &str) -> Watched {
+    fn start(fake_prometheus: Option<&str>, interval_secs: u64) -> Watched {
         let seed = Seed::examples();
         let moto = Moto::start(&seed);
         let dir = tempfile::tempdir().unwrap();
@@ -161,7 +161,7 @@ impl Watched {
         });
         let port = process::free_port();
         let extra = format!(
-            "watch:\n  interval_secs: 1\n  health_timeout_secs: 20\n{extra_watch}supervise:\n  max_failures: 20\n"
+            "watch:\n  interval_secs: {interval_secs}\n  health_timeout_secs: 20\nsupervise:\n  max_failures: 20\n"
         );
         let extra: &'static str = Box::leak(extra.into_boxed_str());
         let mut agent = Agent::start(Setup {
@@ -275,7 +275,7 @@ fn unix_now() -> u64 {
 
 #[test]
 fn a_scrape_job_added_in_s3_goes_live_without_a_restart_and_a_dashboard_restarts_grafana() {
-    let node = Watched::start(None, "");
+    let node = Watched::start(None, 1);
     assert_eq!(node.generation(), 1);
     let prometheus = node.agent.child_pid("--config.file=").unwrap();
     let grafana = node.agent.child_pid("grafana_stand_in.py").unwrap();
@@ -323,7 +323,7 @@ fn a_scrape_job_added_in_s3_goes_live_without_a_restart_and_a_dashboard_restarts
 
 #[test]
 fn bad_inputs_in_a_round_keep_the_running_configuration_and_say_why() {
-    let node = Watched::start(None, "");
+    let node = Watched::start(None, 1);
     let before = node.tree();
 
     // Malformed YAML in a changed object: named by its key.
@@ -410,7 +410,7 @@ fn bad_inputs_in_a_round_keep_the_running_configuration_and_say_why() {
 
 #[test]
 fn a_configuration_prometheus_or_grafana_refuses_is_rolled_back() {
-    let node = Watched::start(Some("reload-refuses=refused-by-fake-prometheus"), "");
+    let node = Watched::start(Some("reload-refuses=refused-by-fake-prometheus"), 1);
     let before = node.tree();
 
     // promtool accepts it; Prometheus refuses it on /-/reload.
@@ -462,7 +462,7 @@ fn a_configuration_prometheus_or_grafana_refuses_is_rolled_back() {
 
 #[test]
 fn sources_unreachable_during_a_round_keep_the_node_running() {
-    let mut node = Watched::start(None, "");
+    let mut node = Watched::start(None, 1);
     let before = node.tree();
     let t = unix_now();
     // Stop moto: every round now fails to reach it.
@@ -482,7 +482,7 @@ fn sources_unreachable_during_a_round_keep_the_node_running() {
 
 #[test]
 fn an_idle_round_makes_only_the_documented_calls_and_never_logs_a_secret() {
-    let node = Watched::start(None, "");
+    let node = Watched::start(None, 1);
     let rounds = |text: &str| -> u64 {
         text.lines()
             .find(|l| l.starts_with("moninit_config_watch_rounds_total "))
@@ -550,4 +550,71 @@ fn an_idle_round_makes_only_the_documented_calls_and_never_logs_a_secret() {
     );
     let last_good = find(&node.agent.root, "last-good.json").unwrap();
     assert_eq!(support::mode(&last_good) & 0o777, 0o600);
+}
+
+#[test]
+fn a_sighup_storm_applies_one_round_at_a_time_and_the_last_state_wins() {
+    let mut node = Watched::start(None, 0);
+    let pid = node.agent.process.pid() as i32;
+    for i in 0..5 {
+        node.put(
+            "prometheus/scrape_configs/storm.yml",
+            &format!("- job_name: storm-{i}\n  static_configs:\n    - targets: ['127.0.0.1:9']\n"),
+        );
+        for _ in 0..4 {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    support::wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || format!("the last state did not win:\n{}", node.agent.log_text()),
+        || {
+            let r = http::get(node.prometheus, "/api/v1/status/config").ok()?;
+            r.text().contains("storm-4").then_some(())
+        },
+    );
+    let installed = std::fs::read_to_string(node.config_dir().join("prometheus/prometheus.yml")).unwrap();
+    assert!(installed.contains("storm-4") && !installed.contains("storm-3"), "{installed}");
+    node.assert_ready();
+    assert!(node.agent.process.child.try_wait().unwrap().is_none(), "moninit exited");
+}
+
+#[test]
+fn sigterm_during_an_apply_stops_cleanly_with_the_old_or_the_new_set_installed() {
+    let mut node = Watched::start(None, 0);
+    let before = node.tree();
+    node.put(
+        "grafana/dashboards/Node/late.json",
+        r#"{"title": "Late", "uid": "late", "panels": []}"#,
+    );
+    node.agent.process.signal(Signal::SIGHUP);
+    // Grafana is restarting for the new dashboard when the stop comes.
+    support::wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || format!("no apply started:\n{}", node.agent.log_text()),
+        || node.agent.log_text().contains("new configuration installed").then_some(()),
+    );
+    node.agent.process.signal(Signal::SIGTERM);
+    node.agent.exits_with(0, Duration::from_secs(30));
+    let after = node.tree();
+    let added = node.config_dir().join("grafana/dashboards/Node/late.json");
+    let manifest = node.config_dir().join(".moninit-manifest");
+    let without = |t: &std::collections::BTreeMap<PathBuf, (Vec<u8>, u32)>| {
+        let mut t = t.clone();
+        t.remove(&added);
+        t.remove(&manifest);
+        t
+    };
+    // Either nothing changed, or exactly the new dashboard (and the manifest naming it).
+    assert_eq!(without(&after), without(&before));
+    if after.contains_key(&added) {
+        let listed = String::from_utf8(after[&manifest].0.clone()).unwrap();
+        assert!(listed.contains("grafana/dashboards/Node/late.json"), "{listed}");
+    } else {
+        assert_eq!(after, before);
+    }
+    assert!(node.agent.leftovers().is_empty(), "{:?}", node.agent.leftovers());
 }
