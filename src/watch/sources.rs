@@ -8,7 +8,8 @@
 //!   `GetParametersByPath` each round (said once in the log).
 //! - `file://` directories are read again whole: they are local.
 //!
-//! The first round fetches everything. A source with nothing in it is an error, as at boot.
+//! Sources are read at once, as at boot. The first round fetches everything. A source with
+//! nothing in it is an error, as at boot.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,14 @@ pub struct Calls {
 }
 
 impl Calls {
+    fn add(&mut self, other: &Calls) {
+        self.s3_list += other.s3_list;
+        self.s3_get += other.s3_get;
+        self.ssm_describe += other.ssm_describe;
+        self.ssm_get += other.ssm_get;
+        self.ssm_get_by_path += other.ssm_get_by_path;
+    }
+
     pub fn total(&self) -> u64 {
         self.s3_list + self.s3_get + self.ssm_describe + self.ssm_get + self.ssm_get_by_path
     }
@@ -103,42 +112,49 @@ impl Tracker {
         Tracker { held }
     }
 
-    /// One round over every source, in order, within `config.deadline()`: the composite
-    /// snapshot and the calls it took. On error, what is held stays as it was.
+    /// One round over every source, all at once, within `config.deadline()`: the
+    /// composite snapshot (sources overlaid in order) and the calls it took. A source that
+    /// fails keeps what it held.
     pub async fn round(
         &mut self,
         clients: &Clients,
         config: &source::Config,
     ) -> Result<(Snapshot, Calls), source::Error> {
-        let mut calls = Calls::default();
+        let rounds = self.held.iter_mut().map(|held| async move {
+            let mut calls = Calls::default();
+            let part = match held {
+                Held::S3 {
+                    bucket,
+                    prefix,
+                    objects,
+                } => {
+                    let client = clients.s3.as_ref().expect("an S3 client for S3 sources");
+                    s3_round(client, bucket, prefix, objects, config, &mut calls).await?
+                }
+                Held::Ssm {
+                    path,
+                    params,
+                    describe_denied,
+                } => {
+                    let client = clients.ssm.as_ref().expect("an SSM client for SSM sources");
+                    ssm_round(client, path, params, describe_denied, &mut calls).await?
+                }
+                Held::File { dir } => file::fetch(dir, config).await?,
+            };
+            Ok::<_, source::Error>((part, calls))
+        });
         let work = async {
             let mut snapshot = Snapshot::default();
-            for held in &mut self.held {
-                let part = match held {
-                    Held::S3 {
-                        bucket,
-                        prefix,
-                        objects,
-                    } => {
-                        let client = clients.s3.as_ref().expect("an S3 client for S3 sources");
-                        s3_round(client, bucket, prefix, objects, config, &mut calls).await?
-                    }
-                    Held::Ssm {
-                        path,
-                        params,
-                        describe_denied,
-                    } => {
-                        let client = clients.ssm.as_ref().expect("an SSM client for SSM sources");
-                        ssm_round(client, path, params, describe_denied, &mut calls).await?
-                    }
-                    Held::File { dir } => file::fetch(dir, config).await?,
-                };
+            let mut calls = Calls::default();
+            for result in futures::future::join_all(rounds).await {
+                let (part, c) = result?;
+                calls.add(&c);
                 snapshot.overlay(part)?;
             }
-            Ok::<_, source::Error>(snapshot)
+            Ok::<_, source::Error>((snapshot, calls))
         };
         match tokio::time::timeout(config.deadline(), work).await {
-            Ok(r) => r.map(|s| (s, calls)),
+            Ok(r) => r,
             Err(_) => Err(source::Error::Deadline {
                 occasion: source::Occasion::Reload,
                 secs: config.deadline_secs,

@@ -334,7 +334,9 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
         .map(|s| format!("{:?}", s["Action"]))
         .collect();
     assert_eq!(on_everything.len(), 2, "{on_everything:?}");
-    assert!(on_everything.iter().any(|a| a.contains("ssm:DescribeParameters")));
+    assert!(on_everything
+        .iter()
+        .any(|a| a.contains("ssm:DescribeParameters")));
     assert!(on_everything.iter().any(|a| a.contains("kms:Decrypt")));
     // Program archives: read-only, under artifacts/ only.
     let archives = statements

@@ -11,6 +11,7 @@ secrets.yaml) and writes params.yaml as SSM String parameters and secrets.yaml a
 SecureString parameters under --ssm-path. --extra-params/--extra-objects add generated load.
 --asg NAME creates an autoscaling group of one instance (from a launch template) and prints
 its instance id as "asg_instance".
+DescribeParameters honours MaxResults (up to 50) as AWS does; moto alone answers 10 at a time.
 GET /__moninit/calls returns the requests served so far by API call (JSON); DELETE resets.
 --auth creates an IAM user with NO permissions, prints its keys, and turns on moto's
 signature and permission checks for every later request; --allow-user SERVICE also creates
@@ -44,13 +45,33 @@ def put_params(ssm, path, doc, kind):
         ssm.put_parameter(Name=path.rstrip("/") + "/" + name, Value=value, Type=kind, Overwrite=True)
 
 
+def honour_describe_parameters_max_results():
+    """moto answers DescribeParameters 10 at a time whatever MaxResults says; AWS honours
+    MaxResults up to 50. The stand-in does as AWS does, so calls counted here are AWS's."""
+    from moto.core.responses import ActionResult
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def describe_parameters(self):
+        page_size = min(max(int(self._get_param("MaxResults") or 10), 1), 50)
+        token = self._get_param("NextToken")
+        token = int(token.strip()) if hasattr(token, "strip") and token.strip() else 0
+        result = self.ssm_backend.describe_parameters(self._get_param("Filters"), self._get_param("ParameterFilters"))
+        page = result[token:token + page_size]
+        response = {"Parameters": [p.describe_response_object(False) for p in page]}
+        if token + page_size < len(result):
+            response["NextToken"] = str(token + page_size)
+        return ActionResult(response)
+
+    SimpleSystemManagerResponse.describe_parameters = describe_parameters
+
+
 COUNTS = {}
 COUNTS_LOCK = threading.Lock()
 
 
 def count_requests(server):
-    """Counts requests by API call; GET /__moninit/calls returns the counts (JSON) and
-    DELETE /__moninit/calls resets them."""
+    """Counts requests by API call, and the bytes of the answers under "bytes"; GET
+    /__moninit/calls returns the counts (JSON) and DELETE /__moninit/calls resets them."""
     inner = server._server.app
 
     def call_name(environ):
@@ -74,9 +95,12 @@ def count_requests(server):
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         name = call_name(environ)
+        body = list(inner(environ, start_response))
         with COUNTS_LOCK:
             COUNTS[name] = COUNTS.get(name, 0) + 1
-        return inner(environ, start_response)
+            # Bytes answered (bodies), for the cost of a watch round beside a full fetch.
+            COUNTS["bytes"] = COUNTS.get("bytes", 0) + sum(len(chunk) for chunk in body)
+        return body
 
     server._server.app = app
 
@@ -156,6 +180,7 @@ def main():
     p.add_argument("--lifetime", type=float, default=900.0, help="seconds before the server stops by itself")
     args = p.parse_args()
 
+    honour_describe_parameters_max_results()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     count_requests(server)
