@@ -364,6 +364,20 @@ fn bad_inputs_in_a_round_keep_the_running_configuration_and_say_why() {
     assert_eq!(node.tree(), before);
     node.assert_ready();
 
+    // A template that does not render: named with its line.
+    let t = unix_now();
+    node.put(
+        "templates/grafana.ini.tera",
+        "[server]\nhttp_port = {{ no_such_variable }}\n",
+    );
+    let failure = node.failure("render", t);
+    let message = failure["message"].as_str().unwrap();
+    assert!(message.contains("grafana.ini.tera"), "{failure}");
+    assert!(message.contains("line 2"), "{failure}");
+    assert_eq!(node.tree(), before);
+    node.assert_ready();
+    node.delete("templates/grafana.ini.tera");
+
     // Every scrape job removed: refused.
     let t = unix_now();
     node.delete("prometheus/scrape_configs/node.yml");
