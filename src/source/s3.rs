@@ -21,15 +21,25 @@ pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// Lists and downloads every object under `s3://bucket/prefix`.
-pub async fn fetch(
+/// One listed object.
+pub(crate) struct Listed {
+    pub key: String,
+    pub etag: String,
+    pub size: i64,
+}
+
+/// Lists every object under `s3://bucket/prefix` (`ListObjectsV2`, paginated): folder
+/// markers skipped, an object over `fetch.max_object_bytes` refused naming its key, an empty
+/// prefix an error. Returns the objects and the pages it took.
+pub(crate) async fn list(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,
     config: &Config,
-) -> Result<Snapshot, Error> {
+) -> Result<(Vec<Listed>, u64), Error> {
     let origin = format!("s3://{bucket}/{prefix}");
-    let mut keys = Vec::new();
+    let mut listed = Vec::new();
+    let mut pages_read = 0;
     let mut pages = client
         .list_objects_v2()
         .bucket(bucket)
@@ -37,14 +47,15 @@ pub async fn fetch(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
+        pages_read += 1;
         let page = page.map_err(|e| Error::aws(&origin, "ListObjectsV2", &e))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             if key.ends_with('/') {
                 continue;
             }
-            let size = object.size().unwrap_or(0).max(0) as u64;
-            if size > config.max_object_bytes {
+            let size = object.size().unwrap_or(0);
+            if size.max(0) as u64 > config.max_object_bytes {
                 return Err(Error::Input {
                     origin: format!("s3://{bucket}/{key}"),
                     message: format!(
@@ -53,20 +64,35 @@ pub async fn fetch(
                     ),
                 });
             }
-            keys.push(key.to_owned());
+            listed.push(Listed {
+                key: key.to_owned(),
+                etag: object.e_tag().unwrap_or_default().to_owned(),
+                size,
+            });
         }
     }
     // An emptied prefix (a wrong prefix in a deploy script, a `sync --delete` from the wrong
     // folder) would install a configuration without a dashboard or a scrape job: an error, as
     // an empty SSM path is.
-    if keys.is_empty() {
+    if listed.is_empty() {
         return Err(Error::Input {
             origin,
             message: "no objects under this prefix (check the prefix, and s3:ListBucket permission on it)".into(),
         });
     }
-    tracing::debug!(source = %origin, objects = keys.len(), "listed S3 prefix");
+    tracing::debug!(source = %origin, objects = listed.len(), "listed S3 prefix");
+    Ok((listed, pages_read))
+}
 
+/// Lists and downloads every object under `s3://bucket/prefix`.
+pub async fn fetch(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    config: &Config,
+) -> Result<Snapshot, Error> {
+    let (listed, _) = list(client, bucket, prefix, config).await?;
+    let keys = listed.into_iter().map(|o| o.key);
     let files: Vec<(String, InputFile)> = stream::iter(keys)
         .map(|key| get(client, bucket, prefix, key, config.max_object_bytes))
         .buffer_unordered(config.concurrency.max(1))

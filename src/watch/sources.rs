@@ -172,42 +172,12 @@ async fn s3_round(
     config: &source::Config,
     calls: &mut Calls,
 ) -> Result<Snapshot, source::Error> {
-    let origin = format!("s3://{bucket}/{prefix}");
-    let mut listed: BTreeMap<String, (String, i64)> = BTreeMap::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        calls.s3_list += 1;
-        let page = page.map_err(|e| source::Error::aws(&origin, "ListObjectsV2", &e))?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            if key.ends_with('/') {
-                continue;
-            }
-            let size = object.size().unwrap_or(0);
-            if size.max(0) as u64 > config.max_object_bytes {
-                return Err(source::Error::Input {
-                    origin: format!("s3://{bucket}/{key}"),
-                    message: format!(
-                        "object is {size} bytes, over the limit of {} (fetch.max_object_bytes)",
-                        config.max_object_bytes
-                    ),
-                });
-            }
-            let etag = object.e_tag().unwrap_or_default().to_owned();
-            listed.insert(key.to_owned(), (etag, size));
-        }
-    }
-    if listed.is_empty() {
-        return Err(source::Error::Input {
-            origin,
-            message: "no objects under this prefix (check the prefix, and s3:ListBucket permission on it)".into(),
-        });
-    }
+    let (objects_listed, pages) = s3::list(client, bucket, prefix, config).await?;
+    calls.s3_list += pages;
+    let listed: BTreeMap<String, (String, i64)> = objects_listed
+        .into_iter()
+        .map(|o| (o.key, (o.etag, o.size)))
+        .collect();
     let changed: Vec<String> = listed
         .iter()
         .filter(|(key, (etag, size))| {
