@@ -246,17 +246,16 @@ async fn prometheus(
             tracing::info!(program = %spec.program.display(), "prometheus: new program; restarting it on the new tree");
             touched.prometheus = Some(handle.spec());
             let request = handle.restart_with(spec);
-            return tokio::time::timeout(timeout, handle.ready_since(request))
-                .await
-                .map_err(|_| {
-                    (
-                        "prometheus_not_ready",
-                        format!(
-                            "prometheus on its new program was not ready within {} s (watch.health_timeout_secs)",
-                            timeout.as_secs()
-                        ),
-                    )
-                });
+            return match tokio::time::timeout(timeout, handle.ready_since(request)).await {
+                Ok(true) => Ok(()),
+                _ => Err((
+                    "prometheus_not_ready",
+                    format!(
+                        "prometheus on its new program was not ready within {} s (watch.health_timeout_secs)",
+                        timeout.as_secs()
+                    ),
+                )),
+            };
         }
         Ok(_) => {}
         Err(e) => {
@@ -309,17 +308,16 @@ async fn grafana(
     } else {
         return Ok(());
     };
-    tokio::time::timeout(timeout, handle.ready_since(request))
-        .await
-        .map_err(|_| {
-            (
-                "grafana_not_healthy",
-                format!(
-                    "grafana was not healthy within {} s of its restart on the new configuration (watch.health_timeout_secs)",
-                    timeout.as_secs()
-                ),
-            )
-        })
+    match tokio::time::timeout(timeout, handle.ready_since(request)).await {
+        Ok(true) => Ok(()),
+        _ => Err((
+            "grafana_not_healthy",
+            format!(
+                "grafana was not healthy within {} s of its restart on the new configuration (watch.health_timeout_secs)",
+                timeout.as_secs()
+            ),
+        )),
+    }
 }
 
 /// Puts back what ran before: the previous file set, then the children an apply touched.

@@ -36,7 +36,16 @@ pub(super) async fn prepare_boot(
         Err(e) => return Err(e),
     };
     let max_age = Duration::from_secs(config.fetch.last_good_max_age_secs);
+    let sources: Vec<String> = config.sources.iter().map(|s| s.to_string()).collect();
     let last = match last_good::load(&layout.state_dir) {
+        Ok(Some(last)) if last.sources != sources => {
+            tracing::error!(
+                path = %last_good::path(&layout.state_dir).display(),
+                saved_from = last.sources.join(", "),
+                "the last known good inputs came from other sources than the agent config names: not used"
+            );
+            return Err(Error::Source(fetch_error));
+        }
         Ok(Some(last)) if last.age() <= max_age => last,
         Ok(Some(last)) => {
             tracing::error!(

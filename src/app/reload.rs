@@ -37,7 +37,7 @@ pub(super) async fn reload(
         Ok(c) => c,
         Err(e) => {
             report.failed(reason(&e), &e.to_string(), "", false);
-            return Outcome::Refused;
+            return Outcome::NotTried;
         }
     };
     let prepared = match prepare(&config, layout.clone(), source::Occasion::Reload).await {
@@ -45,9 +45,10 @@ pub(super) async fn reload(
         Err(e) => {
             report.supervisor.rendered(false);
             report.failed(reason(&e), &e.to_string(), "", false);
-            return match e {
-                Error::Source(_) => Outcome::FetchFailed,
-                _ => Outcome::Refused,
+            return if super::round::passing(&e) || matches!(e, Error::Source(_)) {
+                Outcome::FetchFailed
+            } else {
+                Outcome::Refused
             };
         }
     };

@@ -26,6 +26,18 @@ pub(super) enum Outcome {
     Applied,
     /// New inputs were refused or rolled back.
     Refused,
+    /// Nothing was fetched (the agent config itself is wrong).
+    NotTried,
+}
+
+/// Whether a failed preparation is the sources' or the network's (tried again next round)
+/// rather than the inputs' (refused until they change).
+pub(super) fn passing(e: &Error) -> bool {
+    match e {
+        Error::Source(s) => s.retryable() || matches!(s, source::Error::Imds(_)),
+        Error::Artifact(crate::artifact::Error::Fetch { .. }) => true,
+        _ => false,
+    }
 }
 
 /// The `reason` label of a failed preparation.
@@ -88,6 +100,9 @@ pub(super) async fn round(
         Err(e) => {
             report.supervisor.rendered(false);
             report.failed(reason(&e), &e.to_string(), &digest, false);
+            if passing(&e) {
+                return Outcome::FetchFailed;
+            }
             live.refused = Some(digest);
             return Outcome::Refused;
         }

@@ -171,11 +171,8 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         tokio::spawn(watchdog_loop(interval / 2, watchdog.clone()));
     }
 
-    let sdk = if config.sources.iter().any(source::SourceUrl::needs_aws) {
-        Some(source::aws_config(&booted.identity.region).await)
-    } else {
-        None
-    };
+    // Always built: a SIGHUP may add S3 or SSM sources to a node that booted from files.
+    let sdk = Some(source::aws_config(&booted.identity.region).await);
     let outcome = supervise_loop(
         config_path,
         Watching {
@@ -460,7 +457,7 @@ async fn supervise_loop(
         };
         if outcome == Outcome::FetchFailed {
             backoff = (backoff * 2).min(RETRY_MAX);
-        } else {
+        } else if outcome != Outcome::NotTried {
             backoff = RETRY_FIRST;
             if watching.degraded.take().is_some() {
                 report.inputs.degraded(false);

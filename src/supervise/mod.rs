@@ -189,11 +189,13 @@ impl Handle {
         *self.restart.borrow()
     }
 
-    /// Waits until a run started for restart request `request` (or a later one) is ready.
-    /// Never resolves if none becomes ready: the caller bounds the wait.
-    pub async fn ready_since(&self, request: u64) {
+    /// Waits until a run started for restart request `request` (or a later one) is ready:
+    /// `true`; `false` when the supervisor gave up on the child first. Never resolves while
+    /// the child keeps restarting: the caller bounds the wait.
+    pub async fn ready_since(&self, request: u64) -> bool {
         let mut ready = self.ready.clone();
-        let _ = ready.wait_for(|r| *r > request).await;
+        let served = ready.wait_for(|r| *r > request).await.is_ok();
+        served
     }
 
     /// What the child runs now (program and arguments).

@@ -146,6 +146,15 @@ struct Watched {
 
 impl Watched {
     fn start(fake_prometheus: Option<&str>, interval_secs: u64) -> Watched {
+        Watched::start_with(
+            fake_prometheus,
+            interval_secs,
+            "  health_timeout_secs: 20\nsupervise:\n  max_failures: 20\n",
+        )
+    }
+
+    /// `extra` follows `watch:\n  interval_secs: N\n` in the agent config.
+    fn start_with(fake_prometheus: Option<&str>, interval_secs: u64, extra: &str) -> Watched {
         let seed = Seed::examples();
         let moto = Moto::start(&seed);
         let dir = tempfile::tempdir().unwrap();
@@ -160,9 +169,7 @@ impl Watched {
             )
         });
         let port = process::free_port();
-        let extra = format!(
-            "watch:\n  interval_secs: {interval_secs}\n  health_timeout_secs: 20\nsupervise:\n  max_failures: 20\n"
-        );
+        let extra = format!("watch:\n  interval_secs: {interval_secs}\n{extra}");
         let extra: &'static str = Box::leak(extra.into_boxed_str());
         let mut agent = Agent::start(Setup {
             sources: format!(
@@ -650,4 +657,54 @@ fn sigterm_during_an_apply_stops_cleanly_with_the_old_or_the_new_set_installed()
         "{:?}",
         node.agent.leftovers()
     );
+}
+
+#[test]
+fn a_child_given_up_on_during_the_health_wait_is_a_failure_not_a_healthy_apply() {
+    // Grafana exits at once on the new dashboard; the supervisor gives up after 2 fast
+    // failures, long before the 60 s health timeout.
+    let mut node = Watched::start_with(
+        None,
+        1,
+        "  health_timeout_secs: 60\nsupervise:\n  max_failures: 2\n",
+    );
+    let last_good = find(&node.agent.root, "last-good.json").unwrap();
+    let saved = std::fs::read(&last_good).unwrap();
+    node.put(
+        "grafana/dashboards/Node/refused.json",
+        r#"{"title": "refused-by-stand-in", "uid": "refused", "panels": []}"#,
+    );
+    let log = node.agent.exits_with(9, Duration::from_secs(60));
+    assert!(log.contains("grafana_not_healthy"), "{log}");
+    assert!(
+        !log.contains("new configuration applied and healthy"),
+        "{log}"
+    );
+    // The inputs that brought Grafana down were never kept as last known good.
+    assert_eq!(std::fs::read(&last_good).unwrap(), saved);
+}
+
+#[test]
+fn last_good_inputs_from_other_sources_are_never_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let amp = format!("http://127.0.0.1:{}", process::free_port());
+    let port = process::free_port();
+    let seed = seed(port);
+    let moto = Moto::start(&seed);
+    let root = dir.path().join("root");
+    let mut first = agent(&seed, &moto.endpoint, &amp, &root);
+    first.wait_ready(Duration::from_secs(60));
+    first.process.signal(Signal::SIGTERM);
+    first.exits_with(0, Duration::from_secs(30));
+
+    // The agent config now names another bucket, which does not exist (NoSuchBucket, a
+    // reason a later try could fix): the snapshot from the old bucket must not stand in.
+    let moved = Seed {
+        bucket: "moved-elsewhere".into(),
+        ..seed.clone()
+    };
+    let mut second = agent(&moved, &moto.endpoint, &amp, &root);
+    let log = second.exits_with(4, Duration::from_secs(60));
+    assert!(log.contains("NoSuchBucket"), "{log}");
+    assert!(log.contains("came from other sources"), "{log}");
 }
