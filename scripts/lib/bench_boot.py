@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.request
 
-from benchlib import free_port, start_moto_with_examples  # noqa: E402
+from benchlib import free_port, run_config, start_moto_with_examples  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.environ.get("MONINIT_VENV", os.path.join(REPO, ".venv"))
@@ -41,11 +41,7 @@ def main():
             root = os.path.join(work, f"root{i}")
             prom, proxy, admin = free_port(), free_port(), free_port()
             config = os.path.join(work, "moninit.yaml")
-            with open(config, "w") as f:
-                f.write(f"region: us-east-1\nsources: [s3://bench/monitoring/, ssm:/monitoring/bench/]\n"
-                        f"amp_endpoint: http://127.0.0.1:{free_port()}\ncluster: bench\nreplica: r1\n"
-                        f"prometheus:\n  listen: 127.0.0.1:{prom}\n  flush_deadline: 1s\n"
-                        f"grafana:\n  enabled: false\nproxy:\n  port: {proxy}\nadmin:\n  port: {admin}\n")
+            run_config(config, prom, proxy, admin)
             sock_path = os.path.join(work, f"notify{i}.sock")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.bind(sock_path)

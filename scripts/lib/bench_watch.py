@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.request
 
-from benchlib import PY, REPO, free_port  # noqa: E402
+from benchlib import PY, REPO, free_port, run_config  # noqa: E402
 
 MONINIT = sys.argv[1]
 CHANGES = int(os.environ.get("BENCH_CHANGES", "20"))
@@ -64,12 +64,7 @@ def main():
                AWS_SHARED_CREDENTIALS_FILE="/dev/null", RUST_LOG="info")
     prom, proxy, admin = free_port(), free_port(), free_port()
     config = os.path.join(work, "moninit.yaml")
-    with open(config, "w") as f:
-        f.write(f"region: us-east-1\nsources: [s3://bench/monitoring/, ssm:/monitoring/bench/]\n"
-                f"amp_endpoint: http://127.0.0.1:{free_port()}\ncluster: bench\nreplica: r1\n"
-                f"prometheus:\n  listen: 127.0.0.1:{prom}\n  flush_deadline: 1s\n"
-                f"grafana:\n  enabled: false\nproxy:\n  port: {proxy}\nadmin:\n  port: {admin}\n"
-                f"watch:\n  interval_secs: 5\n")
+    run_config(config, prom, proxy, admin, "watch:\n  interval_secs: 5\n")
     run = None
     try:
         # 1a. A full fetch, as boot does it.

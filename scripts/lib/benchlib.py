@@ -15,6 +15,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def run_config(path, prom, proxy, admin, extra=""):
+    """Writes a `moninit run` config for the bench sources in moto (s3://bench/monitoring/,
+    ssm:/monitoring/bench/), Grafana off, an AMP endpoint nobody answers."""
+    with open(path, "w") as f:
+        f.write(f"region: us-east-1\nsources: [s3://bench/monitoring/, ssm:/monitoring/bench/]\n"
+                f"amp_endpoint: http://127.0.0.1:{free_port()}\ncluster: bench\nreplica: r1\n"
+                f"prometheus:\n  listen: 127.0.0.1:{prom}\n  flush_deadline: 1s\n"
+                f"grafana:\n  enabled: false\nproxy:\n  port: {proxy}\nadmin:\n  port: {admin}\n{extra}")
+
+
 def start_moto_with_examples():
     """moto as S3 and SSM with examples/inputs in s3://bench/monitoring/ and
     ssm:/monitoring/bench/; returns (process, endpoint). Close its stdin to stop it."""
