@@ -43,6 +43,9 @@ pub(super) struct Live {
     pub counts: (usize, usize),
     /// The digest of the last inputs that failed: not tried again until the sources change.
     pub refused: Option<String>,
+    /// When the running inputs were last saved as last known good (`None`: not since boot,
+    /// which ran from them).
+    pub saved: Option<std::time::Instant>,
 }
 
 impl Live {
@@ -53,6 +56,7 @@ impl Live {
             digest: last_good::digest(&prepared.snapshot),
             counts: watch::counts(&prepared.snapshot),
             refused: None,
+            saved: Some(std::time::Instant::now()),
         }
     }
 }
@@ -208,6 +212,7 @@ pub(super) async fn apply(
     live.digest = digest;
     live.counts = counts;
     live.refused = None;
+    live.saved = Some(std::time::Instant::now());
     tracing::info!(
         generation = report.status.generation(),
         sha256 = live.digest,

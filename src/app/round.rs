@@ -40,6 +40,27 @@ pub(super) fn passing(e: &Error) -> bool {
     }
 }
 
+/// The running inputs were fetched again unchanged: the last-good copy is saved again when
+/// it is older than [`RESAVE_AFTER`] (or was never saved since a degraded boot), so its age
+/// says when the sources last confirmed it, not when it last changed.
+fn confirm(live: &mut Live, layout: &Layout, report: &Report<'_>, snapshot: &source::Snapshot) {
+    report.status.confirmed();
+    if live.saved.is_some_and(|at| at.elapsed() < RESAVE_AFTER) {
+        return;
+    }
+    let sources: Vec<String> = live.config.sources.iter().map(|s| s.to_string()).collect();
+    match last_good::save(&layout.state_dir, snapshot, &sources) {
+        Ok(_) => {
+            live.saved = Some(std::time::Instant::now());
+            report.inputs.last_good_saved(std::time::SystemTime::now());
+        }
+        Err(e) => tracing::warn!("could not save the last known good inputs: {e}"),
+    }
+}
+
+/// How often unchanged inputs are saved again as last known good.
+const RESAVE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The `reason` label of a failed preparation.
 pub(super) fn reason(e: &Error) -> &'static str {
     match e {
@@ -84,7 +105,11 @@ pub(super) async fn round(
         }
     };
     let digest = last_good::digest(&snapshot);
-    if digest == live.digest || live.refused.as_deref() == Some(digest.as_str()) {
+    if digest == live.digest {
+        confirm(live, layout, report, &snapshot);
+        return Outcome::Unchanged;
+    }
+    if live.refused.as_deref() == Some(digest.as_str()) {
         return Outcome::Unchanged;
     }
     tracing::info!(sha256 = digest, "the inputs changed: applying them");

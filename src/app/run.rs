@@ -344,7 +344,10 @@ async fn boot_children(
             .is_none()
             .then(|| super::fallback::keep(layout, &prepared))
             .flatten();
-        let live = super::apply::Live::new(config_as_read.clone(), &prepared);
+        let mut live = super::apply::Live::new(config_as_read.clone(), &prepared);
+        if degraded.is_some() {
+            live.saved = None;
+        }
         return Ok(Booted {
             grafana: false,
             identity: prepared.identity,
@@ -371,7 +374,10 @@ async fn boot_children(
         .is_none()
         .then(|| super::fallback::keep(layout, &prepared))
         .flatten();
-    let live = super::apply::Live::new(config_as_read.clone(), &prepared);
+    let mut live = super::apply::Live::new(config_as_read.clone(), &prepared);
+    if degraded.is_some() {
+        live.saved = None;
+    }
     Ok(Booted {
         grafana: true,
         identity: prepared.identity,

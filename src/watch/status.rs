@@ -73,6 +73,11 @@ impl Status {
         });
     }
 
+    /// The sources answered with the running inputs, unchanged.
+    pub fn confirmed(&self) {
+        self.with(|d| d.fetched_at = now());
+    }
+
     pub fn degraded(&self, why: Option<String>) {
         self.with(|d| d.degraded = why);
     }

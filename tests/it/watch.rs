@@ -77,8 +77,16 @@ fn a_boot_without_its_sources_runs_from_the_last_good_inputs_until_they_answer()
     let dir = tempfile::tempdir().unwrap();
     let (_receiver, receiver, verifier) = amp_stand_in(dir.path());
     let amp = format!("http://{}", verifier.addr);
-    let (root, port, _) = booted_once_then_sources_gone(dir.path(), &amp);
+    let (root, port, last_good) = booted_once_then_sources_gone(dir.path(), &amp);
     let endpoint = format!("http://127.0.0.1:{port}");
+    let saved_at = |path: &Path| -> u64 {
+        let text = std::fs::read_to_string(path).unwrap();
+        let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        header["saved_at"].as_u64().unwrap()
+    };
+    let first_saved = saved_at(&last_good);
+    std::thread::sleep(Duration::from_millis(1100));
+    let second_boot = unix_now();
 
     // The sources cannot answer: READY from the last known good inputs, degraded.
     let mut agent = agent(&seed(port), &endpoint, &amp, &root);
@@ -106,6 +114,13 @@ fn a_boot_without_its_sources_runs_from_the_last_good_inputs_until_they_answer()
         },
     );
     assert!(agent.log_text().contains("no longer degraded"));
+    // The sources confirmed the inputs: the last-good copy's age starts again from now.
+    support::wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || format!("last-good.json not saved again (first saved at {first_saved})"),
+        || (saved_at(&last_good) >= second_boot).then_some(()),
+    );
 
     // Samples flow through the node all along.
     let query = "/api/v1/query?query=up%7Bcluster%3D%22test%22%2Cjob%3D%22moninit%22%7D";
