@@ -49,14 +49,20 @@ pub(super) struct Live {
 }
 
 impl Live {
-    pub fn new(config: Config, prepared: &Prepared) -> Self {
+    /// What boot installed from `prepared`, whose inputs' digest is `digest`.
+    pub fn new(
+        config: Config,
+        prepared: &Prepared,
+        digest: String,
+        saved: Option<std::time::Instant>,
+    ) -> Self {
         Live {
             config,
             files: prepared.files.clone(),
-            digest: last_good::digest(&prepared.snapshot),
+            digest,
             counts: watch::counts(&prepared.snapshot),
             refused: None,
-            saved: Some(std::time::Instant::now()),
+            saved,
         }
     }
 }

@@ -159,7 +159,7 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
             degraded_status(d)
         }
         None => {
-            if booted.last_good.is_some() {
+            if booted.live.saved.is_some() {
                 input_metrics.last_good_saved(std::time::SystemTime::now());
             }
             "running".to_owned()
@@ -171,13 +171,12 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         tokio::spawn(watchdog_loop(interval / 2, watchdog.clone()));
     }
 
-    // Always built: a SIGHUP may add S3 or SSM sources to a node that booted from files.
-    let sdk = Some(source::aws_config(&booted.identity.region).await);
+    let sdk = source::aws_config(&booted.identity.region).await;
     let outcome = supervise_loop(
         config_path,
         Watching {
             live: booted.live,
-            clients: crate::watch::sources::Clients::new(sdk.as_ref()),
+            clients: crate::watch::sources::Clients::new(&sdk),
             degraded: booted.degraded.clone(),
         },
         &layout,
@@ -210,10 +209,34 @@ struct Booted {
     programs: crate::artifact::Provisioned,
     /// Set when it ran from the last known good inputs.
     degraded: Option<super::fallback::Degraded>,
-    /// The digest of the inputs saved as last known good after this boot.
-    last_good: Option<String>,
     /// What runs now: the base for watch rounds and reloads.
     live: super::apply::Live,
+}
+
+/// What a boot ran on, once every child is ready. Its inputs are kept as last known good,
+/// unless they came from there; their digest is computed once, by that save.
+fn booted(
+    grafana: bool,
+    config: &Config,
+    prepared: super::Prepared,
+    degraded: Option<super::fallback::Degraded>,
+    layout: &Layout,
+) -> Booted {
+    let (digest, saved) = match &degraded {
+        Some(d) => (d.sha256.clone(), None),
+        None => match super::fallback::keep(layout, &prepared) {
+            Some(digest) => (digest, Some(Instant::now())),
+            None => (crate::watch::last_good::digest(&prepared.snapshot), None),
+        },
+    };
+    let live = super::apply::Live::new(config.clone(), &prepared, digest, saved);
+    Booted {
+        grafana,
+        identity: prepared.identity,
+        programs: prepared.programs,
+        degraded,
+        live,
+    }
 }
 
 /// What the loop after boot follows: the running configuration, the sources, and whether
@@ -340,22 +363,7 @@ async fn boot_children(
     let Some(binary) = programs::grafana_binary(&config.grafana)? else {
         tracing::info!("Grafana is not installed (grafana.enabled: auto): skipping it; its files are rendered for when it is");
         all_ready(started, readiness).await?;
-        let last_good = degraded
-            .is_none()
-            .then(|| super::fallback::keep(layout, &prepared))
-            .flatten();
-        let mut live = super::apply::Live::new(config_as_read.clone(), &prepared);
-        if degraded.is_some() {
-            live.saved = None;
-        }
-        return Ok(Booted {
-            grafana: false,
-            identity: prepared.identity,
-            programs: prepared.programs,
-            degraded,
-            last_good,
-            live,
-        });
+        return Ok(booted(false, config_as_read, prepared, degraded, layout));
     };
     status("starting grafana");
     let t = Instant::now();
@@ -370,22 +378,7 @@ async fn boot_children(
     }
     sup_metrics.phase("grafana", t.elapsed());
     all_ready(started, readiness).await?;
-    let last_good = degraded
-        .is_none()
-        .then(|| super::fallback::keep(layout, &prepared))
-        .flatten();
-    let mut live = super::apply::Live::new(config_as_read.clone(), &prepared);
-    if degraded.is_some() {
-        live.saved = None;
-    }
-    Ok(Booted {
-        grafana: true,
-        identity: prepared.identity,
-        programs: prepared.programs,
-        degraded,
-        last_good,
-        live,
-    })
+    Ok(booted(true, config_as_read, prepared, degraded, layout))
 }
 
 /// Waits for a stop signal, a reload signal, a watch round or a child given up on. Rounds

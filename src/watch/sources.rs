@@ -76,17 +76,18 @@ pub struct Tracker {
     held: Vec<Held>,
 }
 
-/// The clients a round needs (absent when no source needs AWS).
+/// The clients a round needs; always built, since a SIGHUP may add S3 or SSM sources to a
+/// node that booted from files (building them makes no request).
 pub struct Clients {
-    pub s3: Option<aws_sdk_s3::Client>,
-    pub ssm: Option<aws_sdk_ssm::Client>,
+    pub s3: aws_sdk_s3::Client,
+    pub ssm: aws_sdk_ssm::Client,
 }
 
 impl Clients {
-    pub fn new(sdk: Option<&aws_config::SdkConfig>) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
         Clients {
-            s3: sdk.map(s3::client),
-            ssm: sdk.map(aws_sdk_ssm::Client::new),
+            s3: s3::client(sdk),
+            ssm: aws_sdk_ssm::Client::new(sdk),
         }
     }
 }
@@ -127,18 +128,12 @@ impl Tracker {
                     bucket,
                     prefix,
                     objects,
-                } => {
-                    let client = clients.s3.as_ref().expect("an S3 client for S3 sources");
-                    s3_round(client, bucket, prefix, objects, config, &mut calls).await?
-                }
+                } => s3_round(&clients.s3, bucket, prefix, objects, config, &mut calls).await?,
                 Held::Ssm {
                     path,
                     params,
                     describe_denied,
-                } => {
-                    let client = clients.ssm.as_ref().expect("an SSM client for SSM sources");
-                    ssm_round(client, path, params, describe_denied, &mut calls).await?
-                }
+                } => ssm_round(&clients.ssm, path, params, describe_denied, &mut calls).await?,
                 Held::File { dir } => file::fetch(dir, config).await?,
             };
             Ok::<_, source::Error>((part, calls))
