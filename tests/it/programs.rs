@@ -12,7 +12,7 @@ use crate::support::agent::{Agent, Setup};
 use crate::support::archives::{self, Archive, AMP_PLUGIN};
 use crate::support::process::{self, Owned};
 use crate::support::stand_ins::{KEY, SECRET};
-use crate::support::{self, http, Moto, Seed};
+use crate::support::{self, Moto, Seed};
 
 fn upload(moto: &Moto, key: &str, archive: &Archive) -> String {
     moto.python(&format!(
@@ -109,16 +109,7 @@ fn a_node_with_nothing_on_path_runs_everything_from_pinned_s3_archives() {
         )),
         "{prometheus_cmd}"
     );
-    let query = "/api/v1/query?query=up%7Bcluster%3D%22test%22%2Cjob%3D%22moninit%22%7D";
-    support::wait_for(
-        Duration::from_secs(40),
-        Duration::from_millis(500),
-        || format!("no samples arrived:\n{}", first.log_text()),
-        || {
-            let r = http::get(receiver, query).ok()?;
-            (!r.json()["data"]["result"].as_array()?.is_empty()).then_some(())
-        },
-    );
+    crate::prometheus_e2e::wait_for_agent_samples(receiver, || first.log_text());
     assert!(verifier.requests().iter().all(|e| e["verified"] == true));
 
     // Grafana runs from its tree with the plugin, and the data source uses the plugin type.

@@ -41,6 +41,21 @@ pub fn prometheus(
     );
 }
 
+/// Waits (up to 40 s) until the AMP stand-in's receiver holds the agent's own `up` samples
+/// (`cluster="test"`, `job="moninit"`); `log` says what the agent did when they do not come.
+pub fn wait_for_agent_samples(receiver: SocketAddr, log: impl Fn() -> String) {
+    let query = "/api/v1/query?query=up%7Bcluster%3D%22test%22%2Cjob%3D%22moninit%22%7D";
+    crate::support::wait_for(
+        std::time::Duration::from_secs(40),
+        std::time::Duration::from_millis(500),
+        || format!("no samples arrived:\n{}", log()),
+        || {
+            let r = crate::support::http::get(receiver, query).ok()?;
+            (!r.json()["data"]["result"].as_array()?.is_empty()).then_some(())
+        },
+    );
+}
+
 /// The AMP stand-in: a Prometheus remote-write receiver (its TSDB in `dir`) behind the
 /// botocore SigV4 verifier. Returns the receiver (kept alive by the handle) and the verifier.
 pub fn amp_stand_in(dir: &std::path::Path) -> (Owned, SocketAddr, Verifier) {

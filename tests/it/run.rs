@@ -52,16 +52,7 @@ fn boots_in_order_ships_signed_samples_and_stops_in_reverse_order() {
         .contains("moninit_child_up{child=\"grafana\"} 1"));
 
     // Samples arrive at the AMP stand-in, signed and verified.
-    let query = "/api/v1/query?query=up%7Bcluster%3D%22test%22%2Cjob%3D%22moninit%22%7D";
-    support::wait_for(
-        Duration::from_secs(40),
-        Duration::from_millis(500),
-        || format!("no samples arrived:\n{}", agent.log_text()),
-        || {
-            let r = http::get(receiver, query).unwrap();
-            (!r.json()["data"]["result"].as_array().unwrap().is_empty()).then_some(())
-        },
-    );
+    crate::prometheus_e2e::wait_for_agent_samples(receiver, || agent.log_text());
 
     // SIGTERM: Grafana, then Prometheus (flushing), then the proxy; exit 0; nothing left.
     std::thread::sleep(Duration::from_secs(2));

@@ -123,16 +123,7 @@ fn a_boot_without_its_sources_runs_from_the_last_good_inputs_until_they_answer()
     );
 
     // Samples flow through the node all along.
-    let query = "/api/v1/query?query=up%7Bcluster%3D%22test%22%2Cjob%3D%22moninit%22%7D";
-    support::wait_for(
-        Duration::from_secs(40),
-        Duration::from_millis(500),
-        || format!("no samples arrived:\n{}", agent.log_text()),
-        || {
-            let r = http::get(receiver, query).unwrap();
-            (!r.json()["data"]["result"].as_array().unwrap().is_empty()).then_some(())
-        },
-    );
+    crate::prometheus_e2e::wait_for_agent_samples(receiver, || agent.log_text());
 }
 
 #[test]
