@@ -29,7 +29,7 @@ use crate::layout::Layout;
 use crate::programs;
 use crate::render::OutputFile;
 use crate::supervise::{self, Spec};
-use crate::watch::{self, last_good, Failure, Status};
+use crate::watch::{self, Failure, Status};
 
 /// What runs now.
 pub(super) struct Live {
@@ -102,15 +102,16 @@ struct Touched {
     grafana: Option<Spec>,
 }
 
-/// Applies `prepared` on top of `live`; `true` when it runs now and proved healthy.
+/// Applies `prepared` (whose inputs' digest is `digest`) on top of `live`; `true` when it
+/// runs now and proved healthy.
 pub(super) async fn apply(
     prepared: Prepared,
+    digest: String,
     live: &mut Live,
     layout: &Layout,
     started: &Started,
     report: &Report<'_>,
 ) -> bool {
-    let digest = last_good::digest(&prepared.snapshot);
     let counts = watch::counts(&prepared.snapshot);
     let watch_config = &prepared.config.watch;
     if !watch_config.allow_removing_all {

@@ -56,7 +56,8 @@ pub(super) async fn reload(
     let previous = std::mem::replace(&mut live.config, config.clone());
     // The guard, install and health gate judge the new inputs against what runs; the new
     // agent config is kept only if they run.
-    if apply::apply(prepared, live, layout, started, report).await {
+    let digest = crate::watch::last_good::digest(&prepared.snapshot);
+    if apply::apply(prepared, digest, live, layout, started, report).await {
         Outcome::Applied
     } else {
         live.config = previous;

@@ -133,7 +133,7 @@ pub(super) async fn round(
         }
     };
     report.supervisor.rendered(true);
-    if apply::apply(prepared, live, layout, started, report).await {
+    if apply::apply(prepared, digest, live, layout, started, report).await {
         Outcome::Applied
     } else {
         Outcome::Refused
