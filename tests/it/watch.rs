@@ -235,9 +235,12 @@ impl Watched {
     }
 
     /// Waits until `/status` shows a failure with `reason` (newer than `after`, a Unix time).
+    /// A rollback waits for the health timeout (20 s) and then for the previous set to be
+    /// ready again (up to 20 s more, with the supervisor's backoff after fast failures): the
+    /// wait allows for both on a loaded machine.
     fn failure(&self, reason: &str, after: u64) -> serde_json::Value {
         support::wait_for(
-            Duration::from_secs(40),
+            Duration::from_secs(90),
             Duration::from_millis(200),
             || {
                 format!(
