@@ -26,6 +26,24 @@ pub enum Command {
     Check(ConfigArg),
     /// Run the SigV4 signing proxy alone (a native replacement for aws-sigv4-proxy).
     Proxy(Box<ProxyArgs>),
+    /// AMP's control plane: rule groups namespaces and the Alertmanager definition.
+    #[command(subcommand)]
+    Amp(AmpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AmpCommand {
+    /// Send the inputs' rule files and Alertmanager config to AMP, changing only what differs.
+    Sync(AmpSyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AmpSyncArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the plan (what would be created, updated, deleted) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// aws-sigv4-proxy's core flags, with safer defaults: loopback only, a route table, limits.

@@ -64,6 +64,9 @@ pub struct Config {
     /// Following the sources after boot.
     #[serde(default)]
     pub watch: crate::watch::Config,
+    /// Rule files and the Alertmanager config sent to AMP (agent mode).
+    #[serde(default)]
+    pub amp: crate::amp::Config,
 }
 
 fn auto() -> String {
@@ -132,6 +135,10 @@ impl Config {
         self.grafana.validate()?;
         self.proxy.validate()?;
         self.supervise.validate()?;
+        self.amp.validate()?;
+        if self.amp.sync && self.prometheus.mode != render::prometheus::Mode::Agent {
+            return Err("amp.sync: rules go to AMP in agent mode only; with `prometheus.mode: server` Prometheus evaluates them itself".into());
+        }
         if self.admin.port == 0 || self.admin.port == self.proxy.port {
             return Err("admin.port: must be a fixed port, different from proxy.port".into());
         }

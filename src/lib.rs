@@ -19,6 +19,7 @@
 //! - [`proxy`]: the SigV4 signing proxy; [`secret`]: values that never reach a log;
 //! - [`logging`]: the tracing subscriber, which masks secrets in every line;
 //! - [`supervise`]: children, readiness with identity, restart policy;
+//! - [`amp`]: rule files and the Alertmanager config → AMP (agent mode), with a plan;
 //! - [`asg`]: telling the autoscaling group when this instance cannot recover;
 //! - [`artifact`]: Prometheus, Grafana and plugins from pinned, checksummed archives;
 //! - `fuzzing`: the fuzz harnesses (cargo-fuzz in `fuzz/`, corpus replayed by the tests).
@@ -28,6 +29,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod amp;
 pub mod app;
 pub mod artifact;
 pub mod asg;

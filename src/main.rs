@@ -51,6 +51,9 @@ fn main() -> ExitCode {
                 moninit::app::render(&args.config.config, args.out, args.diff).await
             }
             Command::Check(args) => moninit::app::check(&args.config).await,
+            Command::Amp(moninit::cli::AmpCommand::Sync(args)) => {
+                moninit::app::amp_sync(&args.config.config, args.dry_run).await
+            }
             Command::Run(args) => moninit::app::run(&args.config.config, args.root).await,
             Command::Proxy(args) => moninit::proxy::standalone::run(&args)
                 .await

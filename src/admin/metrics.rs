@@ -31,6 +31,7 @@ pub struct Proxy {
     in_flight: Gauge,
     credential_expiry: Gauge,
     refresh_failures: Counter,
+    clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -50,6 +51,7 @@ impl Proxy {
             in_flight: Gauge::default(),
             credential_expiry: Gauge::default(),
             refresh_failures: Counter::default(),
+            clock_skew: Gauge::default(),
         }
     }
 
@@ -90,6 +92,15 @@ impl Proxy {
             "Failed credential refreshes",
             self.refresh_failures.clone(),
         );
+        r.register(
+            "clock_skew_seconds",
+            "How far this host's clock is ahead of the upstream's Date (negative: behind); SigV4 refuses 5 minutes",
+            self.clock_skew.clone(),
+        );
+    }
+
+    pub fn clock_skew(&self, seconds: f64) {
+        self.clock_skew.set(seconds);
     }
 
     pub fn request(&self, route: &'static str, code: u16) {
@@ -386,6 +397,59 @@ impl Inputs {
         self.rounds.inc();
         for (call, n) in calls {
             self.calls.get_or_create(&CallLabel { call }).inc_by(*n);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+/// Syncs of rules and the Alertmanager config to AMP (`amp.sync: true`).
+#[derive(Clone, Default)]
+pub struct Amp {
+    syncs: Family<ResultLabel, Counter>,
+    changes: Family<ActionLabel, Counter>,
+    last_success: Gauge,
+}
+
+impl Amp {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("moninit_amp");
+        r.register(
+            "syncs",
+            "Syncs of rule groups namespaces and the Alertmanager definition, by result (ok, failed)",
+            self.syncs.clone(),
+        );
+        r.register(
+            "changes",
+            "Changes made in AMP by syncs, by action (create, update, delete)",
+            self.changes.clone(),
+        );
+        r.register(
+            "last_sync_success_timestamp_seconds",
+            "When AMP last held what the inputs say",
+            self.last_success.clone(),
+        );
+    }
+
+    /// A sync ended; `changes` are (action, count) when it succeeded.
+    pub fn synced(&self, ok: bool, changes: &[(&'static str, usize)]) {
+        let result = if ok { "ok" } else { "failed" };
+        self.syncs.get_or_create(&ResultLabel { result }).inc();
+        for (action, n) in changes {
+            self.changes
+                .get_or_create(&ActionLabel { action })
+                .inc_by(*n as u64);
+        }
+        if ok {
+            self.last_success.set(unix(SystemTime::now()));
         }
     }
 }

@@ -46,6 +46,8 @@ pub(super) struct Live {
     /// When the running inputs were last saved as last known good (`None`: not since boot,
     /// which ran from them).
     pub saved: Option<std::time::Instant>,
+    /// What AMP should hold according to the running inputs (agent mode).
+    pub amp: crate::amp::Desired,
 }
 
 impl Live {
@@ -63,6 +65,7 @@ impl Live {
             counts: watch::counts(&prepared.snapshot),
             refused: None,
             saved,
+            amp: prepared.amp.clone(),
         }
     }
 }
@@ -216,6 +219,7 @@ pub(super) async fn apply(
     );
     report.inputs.applied(report.status.generation(), &digest);
     live.files = prepared.files;
+    live.amp = prepared.amp;
     live.digest = digest;
     live.counts = counts;
     live.refused = None;

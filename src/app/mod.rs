@@ -11,11 +11,13 @@ use crate::layout::Layout;
 use crate::render::{self, OutputFile};
 use crate::source::{self, imds};
 
+mod amp_sync;
 mod apply;
 mod fallback;
 mod reload;
 mod round;
 mod run;
+pub use amp_sync::amp_sync;
 pub use run::run;
 
 /// Why a command failed. [`Error::exit_code`] is the one mapping to exit codes.
@@ -39,6 +41,8 @@ pub enum Error {
     Programs(#[from] crate::programs::Error),
     #[error("program archive: {0}")]
     Artifact(#[from] crate::artifact::Error),
+    #[error("amp: {0}")]
+    Amp(#[from] crate::amp::Error),
     #[error("{path}: {source}")]
     State {
         path: String,
@@ -67,13 +71,16 @@ impl From<source::Error> for Error {
 impl Error {
     /// Documented in the README: 2 usage (clap), 3 config, 4 fetch, 5 render, 6 validation,
     /// 7 install, 8 proxy or admin set-up (port taken, non-loopback bind, no credentials
-    /// chain), 9 a child could not be started, made ready or kept running.
+    /// chain), 9 a child could not be started, made ready or kept running, 10 AMP refused or
+    /// failed a sync (`moninit amp sync`).
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 3,
             Error::Source(_) => 4,
             Error::Render(_) => 5,
-            Error::Validate(_) => 6,
+            Error::Validate(_)
+            | Error::Amp(crate::amp::Error::Input { .. } | crate::amp::Error::Setup(_)) => 6,
+            Error::Amp(_) => 10,
             Error::Install(_) => 7,
             Error::Proxy(_) | Error::Supervise(crate::supervise::Error::PortTaken { .. }) => 8,
             Error::Artifact(crate::artifact::Error::Fetch { .. }) => 4,
@@ -98,6 +105,8 @@ pub struct Prepared {
     pub phases: Vec<(&'static str, std::time::Duration)>,
     /// The inputs it was rendered from.
     pub snapshot: source::Snapshot,
+    /// What AMP should hold (agent mode; checked): rule groups namespaces, Alertmanager.
+    pub amp: crate::amp::Desired,
 }
 
 /// Fetches, renders and validates for `layout`; writes nothing.
@@ -206,6 +215,14 @@ pub async fn prepare_from(
     validate::validate(&files, &options)
         .await
         .map_err(Error::Validate)?;
+    let amp = if options.agent {
+        let desired = crate::amp::desired(&snapshot)?;
+        let amtool = crate::programs::find_program(&config.amp.amtool);
+        crate::amp::check::check(&desired, options.promtool.as_deref(), amtool.as_deref()).await?;
+        desired
+    } else {
+        crate::amp::Desired::default()
+    };
     let phases = vec![
         ("fetch", fetched.duration_since(started)),
         ("render", rendered.duration_since(fetched)),
@@ -226,6 +243,7 @@ pub async fn prepare_from(
         amp_endpoint,
         phases,
         snapshot,
+        amp,
     })
 }
 

@@ -91,10 +91,14 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     let proxy_metrics = metrics::Proxy::new();
     let sup_metrics = metrics::Supervisor::default();
     let input_metrics = metrics::Inputs::default();
+    let amp_metrics = metrics::Amp::default();
     let mut registry = prometheus_client::registry::Registry::default();
     proxy_metrics.register(&mut registry);
     sup_metrics.register(&mut registry);
     input_metrics.register(&mut registry);
+    if config.amp.sync {
+        amp_metrics.register(&mut registry);
+    }
     let readiness = Arc::new(Readiness::default());
     let status_doc = Arc::new(crate::watch::Status::default());
     status_doc.interval(config.watch.interval_secs);
@@ -172,12 +176,24 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     }
 
     let sdk = source::aws_config(&booted.identity.region).await;
+    let amp_stop = CancellationToken::new();
+    let follower = config.amp.sync.then(|| {
+        crate::amp::follow::spawn(
+            crate::amp::client::Amp::new(&sdk, &booted.identity.workspace_id),
+            config.amp.clone(),
+            &booted.live.amp,
+            amp_metrics.clone(),
+            status_doc.clone(),
+            amp_stop.clone(),
+        )
+    });
     let outcome = supervise_loop(
         config_path,
         Watching {
             live: booted.live,
             clients: crate::watch::sources::Clients::new(&sdk),
             degraded: booted.degraded.clone(),
+            amp: follower,
         },
         &layout,
         &mut started,
@@ -191,6 +207,7 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
     )
     .await;
     watchdog.cancel();
+    amp_stop.cancel();
     let stopped = started.stop().await;
     // Only here, after a healthy boot: a child given up on now is this instance's trouble,
     // which a fresh one would not have. Boot failures above never get this far.
@@ -245,6 +262,8 @@ struct Watching {
     live: super::apply::Live,
     clients: crate::watch::sources::Clients,
     degraded: Option<super::fallback::Degraded>,
+    /// Keeps AMP's rules and Alertmanager config in step (`amp.sync: true`).
+    amp: Option<crate::amp::follow::Follower>,
 }
 
 fn degraded_status(d: &super::fallback::Degraded) -> String {
@@ -454,6 +473,9 @@ async fn supervise_loop(
                 return Ok(());
             }
         };
+        if let (Outcome::Applied, Some(follower)) = (&outcome, &watching.amp) {
+            follower.offer(&watching.live.amp);
+        }
         if outcome == Outcome::FetchFailed {
             backoff = (backoff * 2).min(RETRY_MAX);
         } else if outcome != Outcome::NotTried {

@@ -56,6 +56,8 @@ pub struct State {
     pub body_permits: Semaphore,
     /// Requests being sent upstream.
     pub send_permits: Semaphore,
+    /// A refusal for clock skew has been logged (it is logged once).
+    pub skew_logged: std::sync::atomic::AtomicBool,
 }
 
 /// What one proxy thread serves with: the shared state and the thread's own pool of upstream
@@ -361,7 +363,16 @@ async fn send(
     let result = tokio::time::timeout(s.upstream_timeout, client.request(req)).await;
     state.metrics.upstream_latency(route, sent.elapsed());
     match result {
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Ok(resp)) => {
+            if let Some(skew) = resp
+                .headers()
+                .get(header::DATE)
+                .and_then(|d| super::clock::skew(d, SystemTime::now()))
+            {
+                state.metrics.clock_skew(skew);
+            }
+            Ok(resp)
+        }
         Ok(Err(e)) => {
             tracing::warn!(route, error = %crate::source::chain(&e), "upstream request failed");
             Err(plain(
@@ -425,6 +436,22 @@ async fn look_at_error(
             ))
         }
     };
+    if super::clock::is_skew_refusal(&bytes)
+        && !state
+            .skew_logged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        let skew = parts
+            .headers
+            .get(header::DATE)
+            .and_then(|d| super::clock::skew(d, SystemTime::now()));
+        tracing::error!(
+            route,
+            skew_secs = skew.map(|s| s.round() as i64),
+            "upstream refused the signature's time: {} (logged once)",
+            super::clock::advice(skew)
+        );
+    }
     if bytes.windows(12).any(|w| w == b"ExpiredToken") {
         tracing::warn!(
             route,

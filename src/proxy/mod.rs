@@ -7,11 +7,13 @@
 //! - [`route`]: which requests may be signed at all (pure);
 //! - [`sign`]: SigV4 signing and query canonicalisation (pure, time passed in);
 //! - [`credentials`]: the credential chain, AssumeRole, cache and refresh;
+//! - [`clock`]: this host's clock against AWS's, from the upstream's `Date`;
 //! - [`forward`]: one request, end to end; [`server`]: the listener and draining.
 
 pub(crate) mod admit;
 pub mod body;
 pub(crate) mod chunks;
+pub mod clock;
 mod config;
 pub mod credentials;
 pub mod forward;
@@ -54,6 +56,7 @@ impl Proxy {
             credentials: credentials::Cache::new(provider, metrics.clone()),
             body_permits: tokio::sync::Semaphore::new(settings.max_concurrent),
             send_permits: tokio::sync::Semaphore::new(settings.max_concurrent),
+            skew_logged: std::sync::atomic::AtomicBool::new(false),
             settings,
             metrics,
         };

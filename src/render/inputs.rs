@@ -107,18 +107,14 @@ pub fn scrape_configs(snapshot: &Snapshot) -> Result<Vec<Scrape>, Error> {
 }
 
 /// Rule files from `prometheus/rules/*.yml`, as output files under `prometheus/rules/`.
-/// Prometheus reads them in server mode only: in agent mode they are an error naming them.
+/// Prometheus reads them in server mode only; in agent mode AMP evaluates them, and
+/// [`crate::amp`] sends them there (none is written locally).
 pub fn rule_files(snapshot: &Snapshot, server_mode: bool) -> Result<Vec<OutputFile>, Error> {
     let mut out = Vec::new();
+    if !server_mode {
+        return Ok(out);
+    }
     for (path, file) in yaml_files_in(snapshot, RULES_DIR) {
-        if !server_mode {
-            return Err(Error::Input {
-                origin: file.origin.clone(),
-                message: "rule files need Prometheus in server mode, but `prometheus.mode` is `agent` \
-                          (agent mode has no rule evaluation); set `prometheus.mode: server` or remove the file"
-                    .into(),
-            });
-        }
         text(file)?;
         out.push(OutputFile::new(path, file.bytes.clone(), &file.origin));
     }

@@ -42,6 +42,18 @@ struct Doc {
     last_round_at: u64,
     last_round_calls: u64,
     watch_interval_secs: u64,
+    /// The last sync of rules and Alertmanager config to AMP (`amp.sync: true` only).
+    amp_sync: Option<AmpSync>,
+}
+
+/// How the last AMP sync went.
+#[derive(Clone, Debug, Serialize)]
+pub struct AmpSync {
+    pub ok: bool,
+    /// The plan's summary line, or the error naming its input file.
+    pub message: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
 }
 
 /// The shared status document.
@@ -90,6 +102,17 @@ impl Status {
         self.with(|d| {
             d.last_round_at = now();
             d.last_round_calls = calls;
+        });
+    }
+
+    pub fn amp_synced(&self, ok: bool, message: &str) {
+        let message = message.to_owned();
+        self.with(|d| {
+            d.amp_sync = Some(AmpSync {
+                ok,
+                message,
+                at: now(),
+            })
         });
     }
 

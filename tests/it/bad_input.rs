@@ -217,18 +217,22 @@ fn access_denied_names_the_source_and_aws_error_code() {
 }
 
 #[test]
-fn rule_files_in_agent_mode_are_refused_naming_the_file() {
+fn a_rule_file_promtool_rejects_in_agent_mode_is_refused_naming_the_file() {
     let text = fails_and_leaves_output_untouched(
         None,
         local,
         |inputs, _| {
-            std::fs::create_dir_all(inputs.join("prometheus/rules")).unwrap();
-            std::fs::write(inputs.join("prometheus/rules/alerts.yml"), "groups: []\n").unwrap();
+            std::fs::create_dir_all(inputs.join("prometheus/rules/team")).unwrap();
+            std::fs::write(
+                inputs.join("prometheus/rules/team/alerts.yml"),
+                "groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: rate(up[5m]\n",
+            )
+            .unwrap();
         },
-        5,
+        6,
     );
     assert!(
-        text.contains("prometheus/rules/alerts.yml: rule files need Prometheus in server mode"),
+        text.contains("prometheus/rules/team/alerts.yml: promtool check rules rejected it"),
         "{text}"
     );
 }

@@ -2,6 +2,7 @@
 //! the built-in templates against golden files. One test binary, so the AWS SDK is linked
 //! once.
 
+mod amp;
 mod bad_input;
 mod fetch;
 mod fuzz_corpus;

@@ -10,7 +10,9 @@ Seeding: --seed DIR uploads DIR's files to s3://BUCKET/PREFIX (except params.yam
 secrets.yaml) and writes params.yaml as SSM String parameters and secrets.yaml as
 SecureString parameters under --ssm-path. --extra-params/--extra-objects add generated load.
 --asg NAME creates an autoscaling group of one instance (from a launch template) and prints
-its instance id as "asg_instance".
+its instance id as "asg_instance". --amp-workspace creates an AMP workspace and prints its id as
+"amp_workspace"; AMP's Alertmanager definition API, which moto lacks, is served by
+alertmanager_stand_in (SigV4 checked with botocore) on the same endpoint.
 DescribeParameters honours MaxResults (up to 50) as AWS does; moto alone answers 10 at a time.
 GET /__moninit/calls returns the requests served so far by API call (JSON); DELETE resets.
 --auth creates an IAM user with NO permissions, prints its keys, and turns on moto's
@@ -26,6 +28,7 @@ import urllib.request
 
 import boto3
 import yaml
+import alertmanager_stand_in
 from lifetime import wait_for_parent
 from moto.server import ThreadedMotoServer
 
@@ -80,6 +83,8 @@ def count_requests(server):
             return target.split(".")[-1]
         method, path, query = environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
         parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["workspaces"]:  # AMP's control plane
+            return f"{method} workspaces"
         if method == "GET" and len(parts) == 1 and "list-type=2" in query:
             return "ListObjectsV2"
         if method == "GET" and len(parts) > 1:
@@ -133,6 +138,9 @@ def seed(args, endpoint):
         ssm.put_parameter(Name=f"{args.ssm_path.rstrip('/')}/extra/p{i:04d}", Value=f"value-{i}", Type="String",
                           Overwrite=True)
     result = {"endpoint": endpoint}
+    if args.amp_workspace:
+        amp = boto3.client("amp", **kw)
+        result["amp_workspace"] = amp.create_workspace(alias="moninit-test")["workspaceId"]
     if args.asg:
         ec2 = boto3.client("ec2", **kw)
         autoscaling = boto3.client("autoscaling", **kw)
@@ -177,12 +185,14 @@ def main():
     p.add_argument("--asg", help="create an autoscaling group of this name holding one instance")
     p.add_argument("--allow-user", help="with --auth: also create a user allowed SERVICE:*")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--amp-workspace", action="store_true", help="create an AMP workspace; print its id")
     p.add_argument("--lifetime", type=float, default=900.0, help="seconds before the server stops by itself")
     args = p.parse_args()
 
     honour_describe_parameters_max_results()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
+    alertmanager_stand_in.install(server)
     count_requests(server)
     host, port = server.get_host_and_port()
     endpoint = f"http://127.0.0.1:{port}"

@@ -59,6 +59,8 @@ pub struct Moto {
     pub allowed_keys: Option<(String, String)>,
     /// The one instance of the autoscaling group (only with `asg`).
     pub asg_instance: Option<String>,
+    /// The AMP workspace created for the test (only with `amp_workspace`).
+    pub amp_workspace: Option<String>,
 }
 
 /// What to put in moto before the test runs.
@@ -77,6 +79,8 @@ pub struct Seed {
     pub asg: Option<String>,
     /// Listen on this port (a free one when `None`), e.g. to start moto again where it was.
     pub port: Option<u16>,
+    /// Create an AMP workspace.
+    pub amp_workspace: bool,
 }
 
 impl Seed {
@@ -119,6 +123,9 @@ impl Moto {
         if let Some(group) = &seed.asg {
             cmd.args(["--asg", group]);
         }
+        if seed.amp_workspace {
+            cmd.arg("--amp-workspace");
+        }
         if let Some(port) = seed.port {
             cmd.args(["--port", &port.to_string()]);
         }
@@ -156,6 +163,10 @@ impl Moto {
             allowed_keys,
             asg_instance: info
                 .get("asg_instance")
+                .and_then(|i| i.as_str())
+                .map(str::to_owned),
+            amp_workspace: info
+                .get("amp_workspace")
                 .and_then(|i| i.as_str())
                 .map(str::to_owned),
         }
