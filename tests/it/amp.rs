@@ -385,3 +385,74 @@ fn access_denied_names_the_action_to_grant() {
         "{text}"
     );
 }
+
+#[test]
+fn run_with_amp_sync_sends_the_rules_at_boot_and_each_applied_change_and_a_bad_file_changes_nothing(
+) {
+    use crate::support::agent::{Agent, Setup};
+    use std::time::Duration;
+    let rig = Rig::new();
+    rig.put("prometheus/rules/node.yml", NODE_RULES);
+    let extra = format!(
+        "workspace_id: {}\namp:\n  sync: true\nwatch:\n  interval_secs: 1\n",
+        rig.workspace
+    );
+    let mut agent = Agent::start(Setup {
+        sources: format!("  - file://{}/\n", rig.inputs.path().display()),
+        extra: &extra,
+        env: vec![("AWS_ENDPOINT_URL_AMP".into(), rig.moto.endpoint.clone())],
+        ..Setup::local()
+    });
+    agent.wait_ready(Duration::from_secs(30));
+    let data = |rig: &Rig| rig.namespaces()["node"]["data"].as_str().map(str::to_owned);
+    support::wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || agent.log_text(),
+        || (data(&rig).as_deref() == Some(NODE_RULES)).then_some(()),
+    );
+    assert_managed(&rig.namespaces()["node"], NODE_RULES);
+    let status = support::http::get(agent.admin, "/status").unwrap().json();
+    assert_eq!(status["amp_sync"]["ok"], true, "{status}");
+    assert!(agent
+        .metrics()
+        .contains("moninit_amp_syncs_total{result=\"ok\"} 1"));
+
+    // A change the node applies is synced.
+    let changed = NODE_RULES.replace("5m", "10m");
+    rig.put("prometheus/rules/node.yml", &changed);
+    support::wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || agent.log_text(),
+        || (data(&rig).as_deref() == Some(changed.as_str())).then_some(()),
+    );
+
+    // A rule file promtool rejects is refused with the rest of the inputs: AMP keeps the
+    // last good rules, the node keeps running, /status names the file.
+    rig.put(
+        "prometheus/rules/node.yml",
+        "groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: up{ == 0\n",
+    );
+    let status = support::wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || agent.log_text(),
+        || {
+            let s = support::http::get(agent.admin, "/status").ok()?.json();
+            s["last_failure"]["message"]
+                .as_str()?
+                .contains("promtool check rules")
+                .then_some(s)
+        },
+    );
+    assert!(
+        status["last_failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&rig.origin("prometheus/rules/node.yml")),
+        "{status}"
+    );
+    assert_eq!(data(&rig).as_deref(), Some(changed.as_str()));
+    assert!(support::http::get(agent.admin, "/readyz").unwrap().status == 200);
+}

@@ -276,16 +276,27 @@ fn cfn_lint_accepts_the_stack() {
     assert!(out.status.success(), "cfn-lint:\n{}", support::text(&out));
 }
 
-#[test]
-fn the_instance_role_grants_exactly_what_moninit_needs() {
-    let stack = cloudformation();
-    let statements = stack["Resources"]["InstanceRole"]["Properties"]["Policies"][0]
-        ["PolicyDocument"]["Statement"]
+/// The role's statements as granted when the `SyncToAmp` condition is `sync` (each
+/// `Fn::If` on it resolved; no other condition is used).
+fn role_statements(stack: &serde_yaml_ng::Value, sync: bool) -> Vec<serde_yaml_ng::Value> {
+    stack["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
         .as_sequence()
         .unwrap()
-        .clone();
+        .iter()
+        .filter_map(|s| match s.get("Fn::If") {
+            Some(branches) => {
+                assert_eq!(branches[0], "SyncToAmp", "{s:?}");
+                let chosen = &branches[if sync { 1 } else { 2 }];
+                (chosen.get("Ref").is_none()).then(|| chosen.clone())
+            }
+            None => Some(s.clone()),
+        })
+        .collect()
+}
+
+fn actions_of(statements: &[serde_yaml_ng::Value]) -> BTreeSet<String> {
     let mut actions = BTreeSet::new();
-    for s in &statements {
+    for s in statements {
         assert_eq!(s["Effect"], "Allow");
         match &s["Action"] {
             serde_yaml_ng::Value::String(a) => {
@@ -297,6 +308,54 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
             other => panic!("unexpected Action {other:?}"),
         }
     }
+    actions
+}
+
+#[test]
+fn amp_sync_on_adds_exactly_the_rule_and_alertmanager_actions_on_the_stacks_workspace() {
+    let stack = cloudformation();
+    assert_eq!(stack["Parameters"]["AmpSync"]["Default"], "false");
+    let off = actions_of(&role_statements(&stack, false));
+    let on_statements = role_statements(&stack, true);
+    let on = actions_of(&on_statements);
+    let added: BTreeSet<String> = on.difference(&off).cloned().collect();
+    let want: BTreeSet<String> = [
+        "aps:ListRuleGroupsNamespaces",
+        "aps:DescribeRuleGroupsNamespace",
+        "aps:CreateRuleGroupsNamespace",
+        "aps:PutRuleGroupsNamespace",
+        "aps:DeleteRuleGroupsNamespace",
+        "aps:TagResource",
+        "aps:DescribeAlertManagerDefinition",
+        "aps:CreateAlertManagerDefinition",
+        "aps:PutAlertManagerDefinition",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(added, want);
+    assert!(off.is_subset(&on));
+    let sync = on_statements
+        .iter()
+        .find(|s| s["Sid"] == "SyncRulesAndAlertmanagerOfThisWorkspace")
+        .unwrap();
+    assert_eq!(sync["Resource"][0]["Fn::GetAtt"][0], "Workspace");
+    assert!(sync["Resource"][1]["Fn::Sub"]
+        .as_str()
+        .unwrap()
+        .ends_with(":rulegroupsnamespace/${Workspace.WorkspaceId}/*"));
+    // What the instances run says the same as the role.
+    let user_data = stack["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+        ["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+        .as_str()
+        .unwrap();
+    assert!(user_data.contains("      amp:\n        sync: ${AmpSync}\n"));
+}
+
+#[test]
+fn the_instance_role_grants_exactly_what_moninit_needs() {
+    let stack = cloudformation();
+    let statements = role_statements(&stack, false);
+    let actions = actions_of(&statements);
     let want: BTreeSet<String> = [
         "aps:RemoteWrite",
         "aps:QueryMetrics",
@@ -421,7 +480,8 @@ fn cloud_init_parses_and_its_shell_passes_bash_n_and_shellcheck() {
         .replace("${AmpPluginUrl}", "s3://bucket/artifacts/plugin.zip")
         .replace("${PrometheusArchiveSha256}", sha)
         .replace("${GrafanaArchiveSha256}", sha)
-        .replace("${AmpPluginSha256}", sha);
+        .replace("${AmpPluginSha256}", sha)
+        .replace("${AmpSync}", "true");
     let parsed = moninit::config::Config::parse(&filled, Path::new("user-data")).unwrap();
     // The node is complete from S3 alone: all three programs are pinned.
     assert_eq!(parsed.pins().len(), 3);

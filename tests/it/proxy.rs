@@ -446,3 +446,45 @@ fn non_loopback_listen_is_refused_unless_allowed() {
         support::text(&output)
     );
 }
+
+fn skew_metric(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("moninit_proxy_clock_skew_seconds "))
+        .unwrap_or_else(|| panic!("no skew metric:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn clock_skew_is_measured_from_the_upstreams_date_and_a_refusal_for_it_is_logged_once() {
+    // In step: the skew is about zero (Date has one-second resolution).
+    let verifier = Verifier::start(&[]);
+    let proxy = Proxy::start(verifier.addr, &[], &[]);
+    let target = format!("/workspaces/{WS}/api/v1/remote_write");
+    assert_eq!(proxy.send("POST", &target, &RW_HEADERS, b"x").status, 204);
+    assert!(skew_metric(&proxy.metrics()).abs() <= 2.0);
+
+    // AWS's clock 10 minutes ahead of this host's: SigV4 refuses every request.
+    let verifier = Verifier::start(&["--clock-offset", "600"]);
+    let proxy = Proxy::start(verifier.addr, &[], &[]);
+    for _ in 0..3 {
+        let resp = proxy.send("POST", &target, &RW_HEADERS, b"x");
+        assert_eq!(resp.status, 403, "{}", resp.text());
+        assert!(resp.text().contains("Signature expired"), "{}", resp.text());
+    }
+    let skew = skew_metric(&proxy.metrics());
+    assert!((-602.0..=-598.0).contains(&skew), "{skew}");
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused the signature's time"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("this clock is 600 s behind AWS's"),
+        "{log}"
+    );
+    assert!(lines[0].contains("synchronise the clock"), "{log}");
+}

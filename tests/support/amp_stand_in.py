@@ -9,7 +9,9 @@ the raw query string, the signed headers and the body. Good requests are answere
     paths to /...; or
   - without --upstream: 204 for remote_write, and a JSON echo of the decoded query
     parameters for everything else.
-Bad requests get AMP-like 403s: a signature mismatch, an unknown key, an expired token.
+Bad requests get AMP-like 403s: a signature mismatch, an unknown key, an expired token, a
+signature more than 5 minutes off the stand-in's clock (shifted by --clock-offset, which
+also shifts the Date header of every answer).
 
 Keys: --key AKID:SECRET (repeatable) are always valid. With --issue-ttl SECONDS, GET /creds
 serves ECS-style container credentials that expire after that many seconds; the stand-in
@@ -20,6 +22,7 @@ GET /_stand_in/log returns what was received, as JSON. Prints one JSON line
 """
 import argparse
 import datetime
+import email.utils
 import hashlib
 import json
 import secrets
@@ -42,7 +45,10 @@ ARGS = None
 
 
 def now():
-    return datetime.datetime.now(datetime.timezone.utc)
+    """The stand-in's clock: real time shifted by --clock-offset (a host whose clock is off
+    sees AWS's this way)."""
+    offset = ARGS.clock_offset if ARGS else 0.0
+    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset)
 
 
 def parse_authorization(value):
@@ -62,6 +68,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def date_time_string(self, timestamp=None):
+        # The Date header AWS's answers carry, from the stand-in's (possibly shifted) clock.
+        return email.utils.format_datetime(now(), usegmt=True)
 
     def reply(self, status, body=b"", ctype="application/json", extra=None):
         self.send_response(status)
@@ -105,7 +115,10 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return False, "IncompleteSignatureException", "missing or bad X-Amz-Date", ak
         if abs((now() - when).total_seconds()) > 300:
-            return False, "InvalidSignatureException", "Signature expired", ak
+            return False, "InvalidSignatureException", (
+                f"Signature expired: {amz_date} is now earlier than "
+                f"{(now() - datetime.timedelta(minutes=5)).strftime('%Y%m%dT%H%M%SZ')} "
+                f"({now().strftime('%Y%m%dT%H%M%SZ')} - 5 min.)"), ak
         payload = self.headers.get("X-Amz-Content-SHA256")
         if payload not in (None, "UNSIGNED-PAYLOAD") and payload != hashlib.sha256(body).hexdigest():
             return False, "InvalidSignatureException", "x-amz-content-sha256 does not match the body", ak
@@ -198,6 +211,8 @@ def main():
     p.add_argument("--region", default="us-east-1")
     p.add_argument("--status", type=int, default=0, help="answer verified requests with this status")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--clock-offset", type=float, default=0.0,
+                   help="seconds the stand-in's clock (and Date) is ahead of this host's")
     p.add_argument("--lifetime", type=float, default=600)
     ARGS = p.parse_args()
     for spec in ARGS.key:
