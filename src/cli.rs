@@ -29,6 +29,17 @@ pub enum Command {
     /// AMP's control plane: rule groups namespaces and the Alertmanager definition.
     #[command(subcommand)]
     Amp(AmpCommand),
+    /// Check every permission, endpoint, version and the clock a boot needs; say how to fix each failure.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,7 @@
 //! - [`logging`]: the tracing subscriber, which masks secrets in every line;
 //! - [`supervise`]: children, readiness with identity, restart policy;
 //! - [`amp`]: rule files and the Alertmanager config → AMP (agent mode), with a plan;
+//! - [`doctor`]: every permission, endpoint, version and the clock, proven before a boot;
 //! - [`asg`]: telling the autoscaling group when this instance cannot recover;
 //! - [`artifact`]: Prometheus, Grafana and plugins from pinned, checksummed archives;
 //! - `fuzzing`: the fuzz harnesses (cargo-fuzz in `fuzz/`, corpus replayed by the tests).
@@ -35,6 +36,7 @@ pub mod artifact;
 pub mod asg;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod install;

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
                 moninit::app::render(&args.config.config, args.out, args.diff).await
             }
             Command::Check(args) => moninit::app::check(&args.config).await,
+            Command::Doctor(args) => moninit::app::doctor(&args.config.config, args.json).await,
             Command::Amp(moninit::cli::AmpCommand::Sync(args)) => {
                 moninit::app::amp_sync(&args.config.config, args.dry_run).await
             }

@@ -43,6 +43,8 @@ pub enum Error {
     Artifact(#[from] crate::artifact::Error),
     #[error("amp: {0}")]
     Amp(#[from] crate::amp::Error),
+    #[error("doctor: {0} checks failed")]
+    Doctor(usize),
     #[error("{path}: {source}")]
     State {
         path: String,
@@ -72,7 +74,7 @@ impl Error {
     /// Documented in the README: 2 usage (clap), 3 config, 4 fetch, 5 render, 6 validation,
     /// 7 install, 8 proxy or admin set-up (port taken, non-loopback bind, no credentials
     /// chain), 9 a child could not be started, made ready or kept running, 10 AMP refused or
-    /// failed a sync (`moninit amp sync`).
+    /// failed a sync (`moninit amp sync`), 11 a `moninit doctor` check failed.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 3,
@@ -81,6 +83,7 @@ impl Error {
             Error::Validate(_)
             | Error::Amp(crate::amp::Error::Input { .. } | crate::amp::Error::Setup(_)) => 6,
             Error::Amp(_) => 10,
+            Error::Doctor(_) => 11,
             Error::Install(_) => 7,
             Error::Proxy(_) | Error::Supervise(crate::supervise::Error::PortTaken { .. }) => 8,
             Error::Artifact(crate::artifact::Error::Fetch { .. }) => 4,
@@ -289,6 +292,20 @@ pub async fn check(config_path: &Path) -> Result<(), Error> {
     .await?;
     println!("ok: {} files rendered and valid", prepared.files.len());
     Ok(())
+}
+
+/// `moninit doctor`: every check, printed; an error (exit 11) when any failed.
+pub async fn doctor(config_path: &Path, json: bool) -> Result<(), Error> {
+    let report = crate::doctor::run(config_path).await?;
+    if json {
+        print!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    match report.count(crate::doctor::Status::Fail) {
+        0 => Ok(()),
+        failed => Err(Error::Doctor(failed)),
+    }
 }
 
 fn absolute(path: &Path) -> PathBuf {

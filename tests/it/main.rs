@@ -4,6 +4,7 @@
 
 mod amp;
 mod bad_input;
+mod doctor;
 mod fetch;
 mod fuzz_corpus;
 mod golden;

@@ -362,6 +362,7 @@ fn the_instance_role_grants_exactly_what_moninit_needs() {
         "aps:GetSeries",
         "aps:GetLabels",
         "aps:GetMetricMetadata",
+        "aps:DescribeWorkspace",
         "s3:GetObject",
         "s3:ListBucket",
         "ssm:GetParametersByPath",

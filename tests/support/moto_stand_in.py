@@ -16,8 +16,9 @@ alertmanager_stand_in (SigV4 checked with botocore) on the same endpoint.
 DescribeParameters honours MaxResults (up to 50) as AWS does; moto alone answers 10 at a time.
 GET /__moninit/calls returns the requests served so far by API call (JSON); DELETE resets.
 --auth creates an IAM user with NO permissions, prints its keys, and turns on moto's
-signature and permission checks for every later request; --allow-user SERVICE also creates
-one allowed SERVICE:* and prints its keys.
+signature and permission checks for every later request; --allow-user SPEC also creates one
+allowed SPEC (comma-separated services, each meaning SERVICE:*, or actions such as
+ssm:GetParameters) and prints its keys.
 """
 import argparse
 import json
@@ -110,6 +111,29 @@ def count_requests(server):
     server._server.app = app
 
 
+def check_bodyless_signatures_as_aws_does():
+    """moto recomputes a signature over the request's parsed parameters when its body is
+    empty, so a signed GET or DELETE of a REST-JSON API (AMP's DescribeWorkspace, every
+    Describe/List/Delete of rule groups namespaces) never verifies, even from botocore. AWS
+    hashes the empty body; so does this."""
+    from moto.iam.access_control import IAMRequest
+
+    create = IAMRequest._create_aws_request
+
+    def fixed(self):
+        request = create(self)
+        if not self._body and self._method in ("GET", "HEAD", "DELETE"):
+            request.data = b""
+        return request
+
+    IAMRequest._create_aws_request = fixed
+
+
+def allowed_actions(spec):
+    """--allow-user's value: comma-separated services (`ssm` = `ssm:*`) or actions."""
+    return [item if ":" in item else f"{item}:*" for item in spec.split(",") if item]
+
+
 def seed(args, endpoint):
     kw = dict(endpoint_url=endpoint, region_name=args.region,
               aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -162,7 +186,7 @@ def seed(args, endpoint):
             iam.create_user(UserName="moninit-allowed")
             iam.put_user_policy(UserName="moninit-allowed", PolicyName="all", PolicyDocument=json.dumps({
                 "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": f"{args.allow_user}:*", "Resource": "*"}]}))
+                "Statement": [{"Effect": "Allow", "Action": allowed_actions(args.allow_user), "Resource": "*"}]}))
             key = iam.create_access_key(UserName="moninit-allowed")["AccessKey"]
             result.update(allowed_access_key=key["AccessKeyId"], allowed_secret_key=key["SecretAccessKey"])
         # text/plain: with urllib's default form content type, Flask hides the body from moto.
@@ -190,6 +214,7 @@ def main():
     args = p.parse_args()
 
     honour_describe_parameters_max_results()
+    check_bodyless_signatures_as_aws_does()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     alertmanager_stand_in.install(server)
