@@ -157,10 +157,16 @@ async fn alertmanager(definition: &Definition, amtool: &Path, dir: &Path) -> Res
         return Ok(());
     }
     let text = text.replace(&format!("{}/", am.display()), "");
+    // amtool prints `Checking 'FILE'  FAILED: REASON`, then a summary line.
     let detail: Vec<&str> = text
         .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Checking "))
+        .filter_map(|l| match l.split_once("FAILED:") {
+            Some((_, reason)) => Some(reason.trim()),
+            None => Some(l.trim()),
+        })
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Checking ") && !l.starts_with("amtool: error:")
+        })
         .collect();
     Err(Error::Input {
         origin: definition.origin.clone(),

@@ -314,7 +314,7 @@ fn amp_refusing_a_definition_is_reported_with_its_status_reason_and_file() {
         "alertmanager/alertmanager.yml",
         &AM_CONFIG.replace(
             "receiver: default\n",
-            "receiver: default\n  group_by: [stand-in-refuses]\n",
+            "receiver: default\n  group_by: [stand_in_refuses]\n",
         ),
     );
     rig.put("alertmanager/templates/default.tmpl", AM_TEMPLATE);
@@ -323,7 +323,7 @@ fn amp_refusing_a_definition_is_reported_with_its_status_reason_and_file() {
     assert!(out.contains("alertmanager definition"), "{out}");
     assert!(out.contains("CREATION_FAILED"), "{out}");
     assert!(
-        out.contains("stand-in: the definition contains stand-in-refuses"),
+        out.contains("stand-in: the definition contains stand_in_refuses"),
         "{out}"
     );
     assert!(
@@ -455,4 +455,25 @@ fn run_with_amp_sync_sends_the_rules_at_boot_and_each_applied_change_and_a_bad_f
     );
     assert_eq!(data(&rig).as_deref(), Some(changed.as_str()));
     assert!(support::http::get(agent.admin, "/readyz").unwrap().status == 200);
+}
+
+#[test]
+fn an_alertmanager_config_amtool_rejects_is_refused_naming_the_file() {
+    let rig = Rig::new();
+    // The shape is right (route, receivers); the route names a receiver that does not exist.
+    rig.put(
+        "alertmanager/alertmanager.yml",
+        "route:\n  receiver: missing\nreceivers:\n  - name: default\n",
+    );
+    let (code, out) = rig.sync(&[]);
+    assert_eq!(code, 6, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}: amtool check-config rejected it",
+            rig.origin("alertmanager/alertmanager.yml")
+        )),
+        "{out}"
+    );
+    assert!(out.contains("missing"), "{out}");
+    assert!(rig.alertmanager_received().is_empty());
 }

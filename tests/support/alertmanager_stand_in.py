@@ -8,7 +8,7 @@ recomputes identically from the request as received; a bad one gets AMP's 403.
   PUT    put     -> 202 {"status": {"statusCode": "UPDATING"}}   (404 if none)
   GET    describe-> {"alertManagerDefinition": {...}}; a change in progress becomes ACTIVE
                     at the next describe, or CREATION_FAILED/UPDATE_FAILED with a status
-                    reason when the document contains "stand-in-refuses"
+                    reason when the document contains "stand_in_refuses"
   DELETE delete  -> 202
 GET /__moninit/alertmanager returns what was received (method, decoded document, verified).
 """
@@ -90,9 +90,9 @@ def definition(environ, start_response, workspace):
                               {"message": "Alert manager definition not found"}, "ResourceNotFoundException")
             if current.get("pending"):
                 pending, current["pending"] = current["pending"], None
-                if "stand-in-refuses" in base64.b64decode(current["data"]).decode():
+                if "stand_in_refuses" in base64.b64decode(current["data"]).decode():
                     current["status"] = "CREATION_FAILED" if pending == "CREATING" else "UPDATE_FAILED"
-                    current["reason"] = "stand-in: the definition contains stand-in-refuses"
+                    current["reason"] = "stand-in: the definition contains stand_in_refuses"
                 else:
                     current["status"], current["reason"] = "ACTIVE", None
             status = {"statusCode": current["status"]}
