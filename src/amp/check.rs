@@ -160,9 +160,10 @@ async fn alertmanager(definition: &Definition, amtool: &Path, dir: &Path) -> Res
     // amtool prints `Checking 'FILE'  FAILED: REASON`, then a summary line.
     let detail: Vec<&str> = text
         .lines()
-        .filter_map(|l| match l.split_once("FAILED:") {
-            Some((_, reason)) => Some(reason.trim()),
-            None => Some(l.trim()),
+        .map(|l| {
+            l.split_once("FAILED:")
+                .map_or(l, |(_, reason)| reason)
+                .trim()
         })
         .filter(|l| {
             !l.is_empty() && !l.starts_with("Checking ") && !l.starts_with("amtool: error:")
