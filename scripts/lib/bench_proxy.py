@@ -13,6 +13,11 @@ The goals (issue 10) are printed beside the figures: CPU per request at most 25 
 SHA-256 + 35 us for 64 KiB, SHA-256 + 300 us for 1 MiB; peak RSS above idle after the 1 MiB x
 256-connection load at most 1.2 x the bodies the busy slots hold (1 MiB x min(256, 128 slots)).
 
+The sink's CPU per request on the direct run (nginx's one worker: the kernel's receive path
+for the body plus nginx's own reading, which does nothing with it) is printed as `sink/req`:
+a proxy receives every body the same way and then sends it again, so about twice that, plus
+SHA-256, is what any proxy on this kernel spends before doing anything of its own.
+
 BENCH_CASES=SIZE:CONNS,... runs only those cases (e.g. BENCH_CASES=1024:16,1048576:16).
 """
 import hashlib
@@ -52,6 +57,15 @@ def wait_port(port, timeout=10):
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children_cpu_seconds(pid):
+    """CPU seconds of `pid`'s children (nginx's workers)."""
+    total = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        for child in open(f"/proc/{pid}/task/{task}/children").read().split():
+            total += cpu_seconds(int(child))
+    return total
 
 
 def status_kib(pid, key):
@@ -125,7 +139,7 @@ http {{
         grew = (status_kib(proxy.pid, "VmHWM:") - rss_before) / 1024
         print(f"1 MiB in 1-byte chunks: status {status}, {took * 1000:.0f} ms wall, proxy CPU {cpu * 1000:.0f} ms, "
               f"peak RSS above idle {grew:.1f} MiB")
-        print(f"{'body':>6} {'conns':>5} {'path':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>9} {'sha256':>7} {'CPU-sha':>8} {'goal':>6} {'non2xx':>6}")
+        print(f"{'body':>6} {'conns':>5} {'path':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>9} {'sha256':>7} {'CPU-sha':>8} {'goal':>6} {'non2xx':>6} {'sink/req':>9}")
         for size in (1024, 64 * 1024, 1024 * 1024):
             if CASES and not any(s == size for s, _ in CASES):
                 continue
@@ -152,7 +166,9 @@ wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
             for conns in (16, 256):
                 if CASES and (size, conns) not in CASES:
                     continue
+                sink_before = children_cpu_seconds(sink.pid)
                 direct = wrk(f"http://127.0.0.1:{sink_port}{path}", script, conns)
+                sink_us = (children_cpu_seconds(sink.pid) - sink_before) / max(direct["requests"], 1) * 1e6
                 before = cpu_seconds(proxy.pid)
                 through = wrk(f"http://127.0.0.1:{proxy_port}{path}", script, conns)
                 cpu_us = (cpu_seconds(proxy.pid) - before) / max(through["requests"], 1) * 1e6
@@ -161,7 +177,7 @@ wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
                     label = ""
                 over = cpu_us - (sha_us if size > 1024 else 0)
                 goal = GOAL_OVER_SHA_US[size]
-                print(f"{label:>6} {conns:>5} {'direct':>7} {direct['rps']:>9.0f} {direct['p50']:>8.2f} {direct['p99']:>8.2f} {'':>9} {'':>7} {'':>8} {'':>6} {direct['non2xx']:>6}")
+                print(f"{label:>6} {conns:>5} {'direct':>7} {direct['rps']:>9.0f} {direct['p50']:>8.2f} {direct['p99']:>8.2f} {'':>9} {'':>7} {'':>8} {'':>6} {direct['non2xx']:>6} {sink_us:>6.0f} us")
                 print(f"{'':>6} {'':>5} {'proxy':>7} {through['rps']:>9.0f} {through['p50']:>8.2f} {through['p99']:>8.2f} {cpu_us:>6.0f} us {sha_us:>4.0f} us {over:>5.0f} us {'<=' + str(goal):>6} {through['non2xx']:>6}"
                       + (f"  socket errors: {through['errors']}" if through["errors"] else ""))
         peak = status_kib(proxy.pid, "VmHWM:") / 1024

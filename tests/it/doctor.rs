@@ -1,7 +1,7 @@
 //! `moninit doctor` against moto with IAM enforcement (S3, SSM, AMP's control plane) and the
 //! botocore-verifying AMP stand-in (data plane), as a user would run it before a first boot.
 
-use crate::support::stand_ins::Verifier;
+use crate::support::stand_ins::{Imds, Verifier};
 use crate::support::{self, Moto, Seed};
 
 /// Everything a full role needs in moto (which checks actions, not resources).
@@ -17,10 +17,16 @@ struct Rig {
 /// allowed `allowed`; the AMP data-plane stand-in accepts that user's key, with its clock
 /// shifted by `clock_offset` seconds.
 fn rig(allowed: &str, clock_offset: i64) -> Rig {
+    rig_in(allowed, clock_offset, None)
+}
+
+/// [`rig`], with an autoscaling group of one instance when `group` is given.
+fn rig_in(allowed: &str, clock_offset: i64, group: Option<&str>) -> Rig {
     let moto = Moto::start(&Seed {
         auth: true,
         allowed_policy: Some(allowed.into()),
         amp_workspace: true,
+        asg: group.map(str::to_owned),
         ..Seed::examples()
     });
     let (key, secret) = moto.allowed_keys.clone().unwrap();
@@ -192,5 +198,34 @@ fn doctor_never_prints_a_secure_string_value() {
             "a SecureString value was printed:\n{out}"
         );
         assert!(!out.contains("Adm1n"), "{out}");
+    }
+}
+
+#[test]
+fn on_an_instance_of_a_group_imds_and_set_instance_health_are_proven() {
+    for (allowed, granted) in [("s3,ssm,aps,autoscaling", true), (FULL, false)] {
+        let rig = rig_in(allowed, 0, Some("moninit-asg"));
+        let instance = rig.moto.asg_instance.clone().unwrap();
+        let imds = Imds::start(&instance, Some("moninit-asg"));
+        let env: Vec<(String, String)> = imds.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (code, out) = rig.doctor(&[], &env);
+        assert!(
+            line(&out, "✓ imds (IMDSv2):")
+                .contains(&format!("instance {instance}, group moninit-asg")),
+            "{out}"
+        );
+        if granted {
+            assert_eq!(code, 0, "{out}");
+            assert!(
+                line(&out, "✓ autoscaling SetInstanceHealth:")
+                    .contains(&format!("allowed for {instance} in group moninit-asg")),
+                "{out}"
+            );
+        } else {
+            assert_eq!(code, 11, "{out}");
+            line(&out, "✗ autoscaling SetInstanceHealth: denied");
+            assert!(out.contains("the role needs `autoscaling:SetInstanceHealth` on arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:*:autoScalingGroupName/moninit-asg"), "{out}");
+        }
     }
 }
