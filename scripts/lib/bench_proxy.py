@@ -15,8 +15,10 @@ SHA-256 + 35 us for 64 KiB, SHA-256 + 300 us for 1 MiB; peak RSS above idle afte
 
 The sink's CPU per request on the direct run (nginx's one worker: the kernel's receive path
 for the body plus nginx's own reading, which does nothing with it) is printed as `sink/req`:
-a proxy receives every body the same way and then sends it again, so about twice that, plus
-SHA-256, is what any proxy on this kernel spends before doing anything of its own.
+a proxy receives every body the same way. wrk's CPU per request on the same direct run
+(`send/req`: writing the body, and on loopback most of the kernel's TCP work for it) is what
+sending it again costs. So `floor` = SHA-256 + sink/req + send/req is what any proxy on this
+kernel spends per request before doing anything of its own, and `own` = CPU/req - floor.
 
 BENCH_CASES=SIZE:CONNS,... runs only those cases (e.g. BENCH_CASES=1024:16,1048576:16).
 """
@@ -76,6 +78,7 @@ def status_kib(pid, key):
 
 
 def wrk(url, script, conns):
+    before = os.times()
     out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{SECONDS}s", "--latency", "-s", script, url],
                          capture_output=True, text=True, check=True).stdout
     def dur(label):
@@ -88,7 +91,9 @@ def wrk(url, script, conns):
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": dur("50%"), "p99": dur("99%"), "requests": total,
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {"rps": rps, "p50": dur("50%"), "p99": dur("99%"), "requests": total, "cpu": cpu,
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "errors": errors.group(1) if errors else ""}
 
 
@@ -139,7 +144,7 @@ http {{
         grew = (status_kib(proxy.pid, "VmHWM:") - rss_before) / 1024
         print(f"1 MiB in 1-byte chunks: status {status}, {took * 1000:.0f} ms wall, proxy CPU {cpu * 1000:.0f} ms, "
               f"peak RSS above idle {grew:.1f} MiB")
-        print(f"{'body':>6} {'conns':>5} {'path':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>9} {'sha256':>7} {'CPU-sha':>8} {'goal':>6} {'non2xx':>6} {'sink/req':>9}")
+        print(f"{'body':>6} {'conns':>5} {'path':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>9} {'sha256':>7} {'CPU-sha':>8} {'goal':>6} {'non2xx':>6} {'sink/req':>9} {'send/req':>9} {'floor':>8} {'own':>7}")
         for size in (1024, 64 * 1024, 1024 * 1024):
             if CASES and not any(s == size for s, _ in CASES):
                 continue
@@ -169,6 +174,7 @@ wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
                 sink_before = children_cpu_seconds(sink.pid)
                 direct = wrk(f"http://127.0.0.1:{sink_port}{path}", script, conns)
                 sink_us = (children_cpu_seconds(sink.pid) - sink_before) / max(direct["requests"], 1) * 1e6
+                send_us = direct["cpu"] / max(direct["requests"], 1) * 1e6
                 before = cpu_seconds(proxy.pid)
                 through = wrk(f"http://127.0.0.1:{proxy_port}{path}", script, conns)
                 cpu_us = (cpu_seconds(proxy.pid) - before) / max(through["requests"], 1) * 1e6
@@ -177,8 +183,9 @@ wrk.headers["X-Prometheus-Remote-Write-Version"] = "0.1.0"
                     label = ""
                 over = cpu_us - (sha_us if size > 1024 else 0)
                 goal = GOAL_OVER_SHA_US[size]
-                print(f"{label:>6} {conns:>5} {'direct':>7} {direct['rps']:>9.0f} {direct['p50']:>8.2f} {direct['p99']:>8.2f} {'':>9} {'':>7} {'':>8} {'':>6} {direct['non2xx']:>6} {sink_us:>6.0f} us")
-                print(f"{'':>6} {'':>5} {'proxy':>7} {through['rps']:>9.0f} {through['p50']:>8.2f} {through['p99']:>8.2f} {cpu_us:>6.0f} us {sha_us:>4.0f} us {over:>5.0f} us {'<=' + str(goal):>6} {through['non2xx']:>6}"
+                print(f"{label:>6} {conns:>5} {'direct':>7} {direct['rps']:>9.0f} {direct['p50']:>8.2f} {direct['p99']:>8.2f} {'':>9} {'':>7} {'':>8} {'':>6} {direct['non2xx']:>6} {sink_us:>6.0f} us {send_us:>6.0f} us")
+                floor = (sha_us if size > 1024 else 0) + sink_us + send_us
+                print(f"{'':>6} {'':>5} {'proxy':>7} {through['rps']:>9.0f} {through['p50']:>8.2f} {through['p99']:>8.2f} {cpu_us:>6.0f} us {sha_us:>4.0f} us {over:>5.0f} us {'<=' + str(goal):>6} {through['non2xx']:>6} {'':>9} {'':>9} {floor:>5.0f} us {cpu_us - floor:>4.0f} us"
                       + (f"  socket errors: {through['errors']}" if through["errors"] else ""))
         peak = status_kib(proxy.pid, "VmHWM:") / 1024
         print(f"proxy peak RSS under load: {peak:.1f} MiB")
