@@ -5,6 +5,8 @@
    it (`moninit render`; the fetch phase from its log), beside one idle watch round over
    the same sources (`moninit run`, from its metrics): wall time, API calls and bytes
    answered, both counted at moto. Goal: an idle round costs under 5% of a full fetch.
+   Measured twice: with objects of 10 bytes (listing metadata is all a fetch carries: the
+   worst case for the ratio), and, last, with objects of 16 KiB (a modest dashboard).
 2. The time from an S3 change (a scrape config rewritten) to the new configuration applied
    and healthy (`/status` generation), median and max over 20 changes, with
    watch.interval_secs 5.
@@ -51,20 +53,29 @@ def put_scrape_config(endpoint, i):
     subprocess.run([PY, "-c", code], check=True)
 
 
-def main():
-    work = tempfile.mkdtemp(prefix="moninit-bench-watch-")
+def start(work, object_bytes):
+    """moto with the bench sources (extra objects of `object_bytes` each), and the config of
+    a `moninit run` against it; returns (moto, endpoint, env, config, admin port)."""
     moto = subprocess.Popen([PY, os.path.join(REPO, "tests/support/moto_stand_in.py"),
                              "--seed", os.path.join(REPO, "examples/inputs"), "--bucket", "bench",
                              "--prefix", "monitoring/", "--ssm-path", "/monitoring/bench/",
-                             "--extra-objects", "200", "--extra-params", "500"],
+                             "--extra-objects", "200", "--extra-params", "500",
+                             "--extra-object-bytes", str(object_bytes)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     endpoint = json.loads(moto.stdout.readline())["endpoint"]
     env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null",
                AWS_SHARED_CREDENTIALS_FILE="/dev/null", RUST_LOG="info")
     prom, proxy, admin = free_port(), free_port(), free_port()
-    config = os.path.join(work, "moninit.yaml")
+    config = os.path.join(work, f"moninit-{object_bytes}.yaml")
     run_config(config, prom, proxy, admin, "watch:\n  interval_secs: 5\n")
+    return moto, endpoint, env, config, admin
+
+
+def idle_vs_full(work, object_bytes, keep_running=False):
+    """Part 1: a full fetch (3 times) beside idle watch rounds (4), counted at moto. Returns
+    the running (moto, run, endpoint, admin) when `keep_running`, for part 2."""
+    moto, endpoint, env, config, admin = start(work, object_bytes)
     run = None
     try:
         # 1a. A full fetch, as boot does it.
@@ -80,8 +91,9 @@ def main():
         full_calls, full_bytes = fulls[-1][1], fulls[-1][2]
 
         # 1b. Idle rounds, once the first (full) round is done.
-        run = subprocess.Popen([MONINIT, "run", "--config", config, "--root", os.path.join(work, "root")], env=env,
-                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "run.log"), "w"))
+        run = subprocess.Popen([MONINIT, "run", "--config", config, "--root", os.path.join(work, f"root-{object_bytes}")],
+                               env=env, stdout=subprocess.DEVNULL,
+                               stderr=open(os.path.join(work, f"run-{object_bytes}.log"), "w"))
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -108,12 +120,33 @@ def main():
         idle_calls = sum(v for k, v in counted.items() if k != "bytes") / rounds
         idle_bytes = counted.get("bytes", 0) / rounds
         idle_ms = statistics.median(idle_seconds) * 1000
-        print("200 S3 objects + 500 SSM parameters (plus examples/inputs), local moto:")
+        print(f"200 S3 objects of {object_bytes} B + 500 SSM parameters (plus examples/inputs), local moto:")
         print(f"  full fetch (boot, median of 3): {full_ms:7.0f} ms  {full_calls:4d} calls  {full_bytes / 1024:7.1f} KiB")
         print(f"  idle watch round (median of {rounds}): {idle_ms:7.1f} ms  {idle_calls:4.0f} calls  {idle_bytes / 1024:7.1f} KiB"
               f"   ({json.dumps({k: v // rounds for k, v in counted.items() if k != 'bytes'})} per round)")
         print(f"  idle round / full fetch: time {idle_ms / full_ms * 100:.1f}%, calls {idle_calls / full_calls * 100:.1f}%, "
               f"bytes {idle_bytes / full_bytes * 100:.1f}%   (goal: under 5%)")
+        if keep_running:
+            return moto, run, endpoint, admin
+    except BaseException:
+        keep_running = False
+        raise
+    finally:
+        if not keep_running:
+            if run:
+                run.send_signal(signal.SIGTERM)
+                run.wait(timeout=30)
+            moto.stdin.close()
+            moto.kill()
+    return None
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="moninit-bench-watch-")
+    moto = run = None
+    try:
+        # Objects of a few bytes: listing metadata is all there is to fetch (the worst case).
+        moto, run, endpoint, admin = idle_vs_full(work, 10, keep_running=True)
 
         # 2. Change to applied and healthy.
         took = []
@@ -128,12 +161,20 @@ def main():
             took.append(time.perf_counter() - t0)
         print(f"S3 change → applied and healthy, watch.interval_secs 5 (±20%), {CHANGES} changes: "
               f"median {statistics.median(took):.2f} s, max {max(took):.2f} s")
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=30)
+        moto.stdin.close()
+        moto.kill()
+        moto = run = None
+        # Objects the size of a modest dashboard (16 KiB).
+        idle_vs_full(work, 16384)
     finally:
         if run:
             run.send_signal(signal.SIGTERM)
             run.wait(timeout=30)
-        moto.stdin.close()
-        moto.kill()
+        if moto:
+            moto.stdin.close()
+            moto.kill()
         shutil.rmtree(work, ignore_errors=True)
 
 

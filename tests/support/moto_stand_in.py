@@ -157,7 +157,9 @@ def seed(args, endpoint):
                 with open(path) as f:
                     put_params(ssm, args.ssm_path, yaml.safe_load(f), kind)
     for i in range(args.extra_objects):
-        s3.put_object(Bucket=args.bucket, Key=f"{prefix}extra/object-{i:04d}.txt", Body=f"object {i}\n".encode())
+        body = f"object {i}\n".encode()
+        s3.put_object(Bucket=args.bucket, Key=f"{prefix}extra/object-{i:04d}.txt",
+                      Body=body.ljust(max(args.extra_object_bytes, len(body)), b"."))
     for i in range(args.extra_params):
         ssm.put_parameter(Name=f"{args.ssm_path.rstrip('/')}/extra/p{i:04d}", Value=f"value-{i}", Type="String",
                           Overwrite=True)
@@ -205,6 +207,7 @@ def main():
     p.add_argument("--ssm-path", default="")
     p.add_argument("--extra-params", type=int, default=0)
     p.add_argument("--extra-objects", type=int, default=0)
+    p.add_argument("--extra-object-bytes", type=int, default=0, help="pad each extra object to this size")
     p.add_argument("--auth", action="store_true")
     p.add_argument("--asg", help="create an autoscaling group of this name holding one instance")
     p.add_argument("--allow-user", help="with --auth: also create a user allowed SERVICE:*")
