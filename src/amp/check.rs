@@ -117,7 +117,11 @@ fn shape(definition: &Definition) -> Result<(), Error> {
             .as_sequence()
             .ok_or_else(|| bad("`templates` must be a list of template names".into()))?;
         for name in names {
-            let name = name.as_str().unwrap_or_default();
+            let Some(name) = name.as_str() else {
+                return Err(bad(format!(
+                    "`templates` entries must be template names (strings), not {name:?}"
+                )));
+            };
             let known = definition.templates.keys().any(|t| glob_matches(name, t));
             if !known {
                 return Err(bad(format!(

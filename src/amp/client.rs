@@ -145,6 +145,15 @@ impl Amp {
         )
     }
 
+    /// The read permissions a sync needs beyond listing, proven whatever the workspace holds:
+    /// a Describe of a namespace that does not exist (404 is an answer, 403 is not), and of
+    /// the Alertmanager definition. For `moninit doctor`.
+    pub async fn probe_reads(&self) -> Result<(), Error> {
+        self.describe_namespace("moninit-doctor-probe").await?;
+        self.describe_alertmanager().await?;
+        Ok(())
+    }
+
     /// What the workspace holds, as far as `desired` needs to know (read calls only).
     pub async fn current(&self, desired: &Desired) -> Result<Current, Error> {
         let mut current = Current::default();
@@ -396,13 +405,18 @@ impl Amp {
                     .tags(MANAGED_TAG.0, MANAGED_TAG.1)
                     .send()
                     .await;
-                judge(
-                    sent,
-                    false,
-                    "CreateRuleGroupsNamespace",
-                    &self.ns_target(name),
-                    origin,
-                )
+                match sent {
+                    // Created since the plan was made: by another instance of the group (the
+                    // same content; settle it), or by someone else (a collision).
+                    Err(e) if is_conflict(&e) => self.created_meanwhile(name, origin).await,
+                    sent => judge(
+                        sent,
+                        false,
+                        "CreateRuleGroupsNamespace",
+                        &self.ns_target(name),
+                        origin,
+                    ),
+                }
             }
             (Target::Namespace(name), Action::Update) => {
                 let sent = self
@@ -430,15 +444,31 @@ impl Amp {
                         .unwrap_or_default(),
                 );
                 let target = format!("alertmanager definition of workspace {}", self.workspace);
-                if action == Action::Create {
+                let created = if action == Action::Create {
                     let sent = self
                         .client
                         .create_alert_manager_definition()
                         .workspace_id(&self.workspace)
-                        .data(data)
+                        .data(data.clone())
                         .send()
                         .await;
-                    judge(sent, false, "CreateAlertManagerDefinition", &target, origin)
+                    // A definition created since the plan was made (another instance of the
+                    // group): the workspace has one, so this becomes an update.
+                    match sent {
+                        Err(e) if is_conflict(&e) => None,
+                        sent => Some(judge(
+                            sent,
+                            false,
+                            "CreateAlertManagerDefinition",
+                            &target,
+                            origin,
+                        )),
+                    }
+                } else {
+                    None
+                };
+                if let Some(created) = created {
+                    created
                 } else {
                     let sent = self
                         .client
@@ -450,6 +480,50 @@ impl Amp {
                     judge(sent, false, "PutAlertManagerDefinition", &target, origin)
                 }
             }
+        }
+    }
+
+    /// A Create answered 409: the namespace exists now. Moninit's (another instance of the
+    /// group made it): done, it is settled next. Someone else's: a collision. Gone again:
+    /// try again.
+    async fn created_meanwhile(
+        &self,
+        name: &str,
+        origin: Option<&str>,
+    ) -> Result<(), Option<Error>> {
+        self.read();
+        let found = self
+            .client
+            .describe_rule_groups_namespace()
+            .workspace_id(&self.workspace)
+            .name(name)
+            .send()
+            .await;
+        match found {
+            Ok(out) => {
+                let managed = out
+                    .rule_groups_namespace()
+                    .and_then(|d| d.tags())
+                    .and_then(|t| t.get(MANAGED_TAG.0))
+                    .is_some_and(|v| v == MANAGED_TAG.1);
+                if managed {
+                    Ok(())
+                } else {
+                    Err(Some(Error::Input {
+                        origin: origin.unwrap_or_default().to_owned(),
+                        message: format!(
+                            "AMP got a rule groups namespace `{name}` that moninit did not create while this sync ran; moninit never changes it"
+                        ),
+                    }))
+                }
+            }
+            Err(e) if is_not_found(&e) => Err(None),
+            Err(e) => Err(Some(aws(
+                "DescribeRuleGroupsNamespace",
+                &self.ns_target(name),
+                origin,
+                &e,
+            ))),
         }
     }
 

@@ -3,10 +3,13 @@
 //!
 //! It syncs after boot and after every applied change (the rule files and Alertmanager
 //! config were checked with the rest of the inputs, so a bad file never gets this far). A
-//! failure is logged, counted and shown in `/status`, and tried again with backoff when a
-//! later try could succeed (throttling, AccessDenied being fixed, AMP unreachable); it never
-//! stops the node or reports it unhealthy: a fresh instance would fail the same way. Only the
-//! latest inputs count: a change that arrives during a sync is synced next.
+//! node that booted from its last known good inputs does not sync until the sources have
+//! answered: those inputs may be days old, and AMP may hold newer rules. A failure is
+//! logged, counted and shown in `/status`, and tried again with backoff when a later try
+//! could succeed (throttling, AccessDenied being fixed, AMP unreachable), but not when AMP
+//! refused the content: that waits for the inputs to change. It never stops the node or
+//! reports it unhealthy: a fresh instance would fail the same way. Only the latest inputs
+//! count: a change that arrives during a sync is synced next.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,32 +29,32 @@ const RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// Hands new inputs to the task.
 pub struct Follower {
-    tx: watch::Sender<Arc<Desired>>,
+    tx: watch::Sender<Option<Arc<Desired>>>,
 }
 
 impl Follower {
-    /// The inputs now running: synced next, unless AMP already was given the same.
+    /// The inputs now running, fresh from the sources: synced next, unless AMP already was
+    /// given the same.
     pub fn offer(&self, desired: &Desired) {
         self.tx.send_if_modified(|current| {
-            if **current == *desired {
+            if current.as_deref() == Some(desired) {
                 return false;
             }
-            *current = Arc::new(desired.clone());
+            *current = Some(Arc::new(desired.clone()));
             true
         });
     }
 }
 
-/// Starts following; the first sync begins at once with `first`.
+/// Starts following; nothing is synced until the first [`Follower::offer`].
 pub fn spawn(
     client: Amp,
     config: Config,
-    first: &Desired,
     metrics: metrics::Amp,
     status: Arc<crate::watch::Status>,
     stop: CancellationToken,
 ) -> Follower {
-    let (tx, rx) = watch::channel(Arc::new(first.clone()));
+    let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         tokio::select! {
             _ = follow(client, config, rx, metrics, status) => {}
@@ -64,13 +67,18 @@ pub fn spawn(
 async fn follow(
     client: Amp,
     config: Config,
-    mut rx: watch::Receiver<Arc<Desired>>,
+    mut rx: watch::Receiver<Option<Arc<Desired>>>,
     metrics: metrics::Amp,
     status: Arc<crate::watch::Status>,
 ) {
     let mut retry = RETRY_FIRST;
     loop {
-        let desired = rx.borrow_and_update().clone();
+        let Some(desired) = rx.borrow_and_update().clone() else {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
         let outcome = super::sync(&client, &desired, &config, false, |_: &super::Plan| {}).await;
         let again = match outcome {
             Ok(synced) => {

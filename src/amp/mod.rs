@@ -127,8 +127,14 @@ fn hint(code: &str, operation: &str, target: &str) -> String {
 }
 
 impl Error {
-    /// Whether a later try could succeed with the same inputs (the round after will try).
+    /// Whether a later try could succeed with the same inputs: AMP or the way to it failing
+    /// (throttling, AccessDenied being fixed, unreachable, a deadline), or this host (a
+    /// checker that could not run). Not bad input, and not content AMP refused: sending it
+    /// again would fail again, on every instance.
     pub fn retryable(&self) -> bool {
-        !matches!(self, Error::Input { .. } | Error::Setup(_))
+        matches!(
+            self,
+            Error::Aws { .. } | Error::Deadline { .. } | Error::Setup(_)
+        )
     }
 }

@@ -181,12 +181,16 @@ pub async fn run(config_path: &Path, root: Option<PathBuf>) -> Result<(), Error>
         crate::amp::follow::spawn(
             crate::amp::client::Amp::new(&sdk, &booted.identity.workspace_id),
             config.amp.clone(),
-            &booted.live.amp,
             amp_metrics.clone(),
             status_doc.clone(),
             amp_stop.clone(),
         )
     });
+    // Inputs from the last known good copy may be days old: AMP may hold newer rules. They
+    // are synced once the sources have answered.
+    if let (Some(follower), None) = (&follower, &booted.degraded) {
+        follower.offer(&booted.live.amp);
+    }
     let outcome = supervise_loop(
         config_path,
         Watching {
@@ -473,9 +477,7 @@ async fn supervise_loop(
                 return Ok(());
             }
         };
-        if let (Outcome::Applied, Some(follower)) = (&outcome, &watching.amp) {
-            follower.offer(&watching.live.amp);
-        }
+        let mut fresh = outcome == Outcome::Applied;
         if outcome == Outcome::FetchFailed {
             backoff = (backoff * 2).min(RETRY_MAX);
         } else if outcome != Outcome::NotTried {
@@ -484,6 +486,17 @@ async fn supervise_loop(
                 report.inputs.degraded(false);
                 report.status.degraded(None);
                 tracing::info!("the sources answer again: no longer degraded");
+                fresh = true;
+            }
+        }
+        // Only while the running config still sends rules to AMP: a reload to server mode
+        // (or to amp.sync: false) must not empty the workspace.
+        let live = &watching.live.config;
+        if let (true, Some(follower)) = (fresh, &watching.amp) {
+            if live.amp.sync && live.prometheus.mode == crate::render::prometheus::Mode::Agent {
+                follower.offer(&watching.live.amp);
+            } else {
+                tracing::warn!("amp.sync is off in the reloaded config (or Prometheus runs in server mode): AMP is no longer synced; restart moninit to stop following");
             }
         }
         match (&watching.degraded, readiness.check()) {

@@ -9,7 +9,7 @@
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-use super::report::{grant, Check};
+use super::report::{grant, grant_when, Check};
 use crate::source::SourceUrl;
 
 /// What a failed call said.
@@ -21,6 +21,22 @@ pub struct Failure {
 
 impl Failure {
     pub fn of<E>(err: &SdkError<E, HttpResponse>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        Failure::read(err, true)
+    }
+
+    /// [`Failure::of`] for a call whose answer may hold secrets (a decrypting read): an
+    /// answer the SDK could not parse is never quoted.
+    pub fn of_secret<E>(err: &SdkError<E, HttpResponse>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        Failure::read(err, false)
+    }
+
+    fn read<E>(err: &SdkError<E, HttpResponse>, quote_body: bool) -> Failure
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -40,6 +56,7 @@ impl Failure {
             other => {
                 let body = err
                     .raw_response()
+                    .filter(|_| quote_body)
                     .and_then(|r| r.body().bytes())
                     .map(|b| String::from_utf8_lossy(b).trim().to_owned())
                     .filter(|b| !b.is_empty());
@@ -154,6 +171,13 @@ impl Aws {
                     .status()
                     .map(|s| s.status_code().as_str().to_owned())
                     .unwrap_or_default();
+                if status == "UPDATING" {
+                    return Check::warn(
+                        name,
+                        format!("UPDATING in {} ({}): usable", self.region, ws.arn()),
+                        "nothing to do unless it stays UPDATING",
+                    );
+                }
                 if status == "ACTIVE" {
                     Check::pass(name, format!("ACTIVE in {} ({})", self.region, ws.arn()))
                 } else {
@@ -200,7 +224,17 @@ impl Aws {
             Err(e) => {
                 let f = Failure::of(&e);
                 return if f.denied() {
-                    Check::fail(&name, format!("s3:ListBucket denied: {}", f.text()), grant("s3:ListBucket", &format!("arn:aws:s3:::{bucket} (with a Condition on s3:prefix \"{prefix}*\")")))
+                    Check::fail(
+                        &name,
+                        format!("s3:ListBucket denied: {}", f.text()),
+                        grant_when(
+                            "s3:ListBucket",
+                            &format!("arn:aws:s3:::{bucket}"),
+                            Some(
+                                serde_json::json!({"StringLike": {"s3:prefix": [prefix, format!("{prefix}*")]}}),
+                            ),
+                        ),
+                    )
                 } else if f.code == "NoSuchBucket" {
                     Check::fail(
                         &name,
@@ -216,11 +250,23 @@ impl Aws {
                 };
             }
         };
-        let Some(first) = page.contents().iter().find_map(|o| o.key()) else {
+        if page.contents().is_empty() {
             return Check::fail(
                 &name,
                 "no objects under the prefix: boot would refuse an empty source",
                 "upload the inputs, or fix the prefix in `sources`",
+            );
+        }
+        // The S3 console's `prefix/` folder markers are empty: a range read of them is 416.
+        let Some(first) = page
+            .contents()
+            .iter()
+            .filter(|o| o.size().unwrap_or_default() > 0)
+            .find_map(|o| o.key().filter(|k| !k.ends_with('/')))
+        else {
+            return Check::pass(
+                &name,
+                "listed: only empty objects or folder markers on the first page",
             );
         };
         let count = page.key_count().unwrap_or_default();
@@ -311,10 +357,26 @@ impl Aws {
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {
-                    let f = Failure::of(&e);
+                    let f = Failure::of_secret(&e);
                     let check = if f.denied() || f.message.contains("KMS") || f.code.contains("Kms")
                     {
-                        Check::fail(&name, format!("readable, but decrypting SecureStrings failed: {}", f.text()), format!("{}\n(kms:Decrypt through SSM only: add a Condition kms:ViaService = ssm.{}.amazonaws.com; a customer managed key's key policy must allow the role too)", grant("kms:Decrypt", "the key of the SecureStrings"), self.region))
+                        Check::fail(
+                            &name,
+                            format!(
+                                "readable, but decrypting SecureStrings failed: {}",
+                                f.text()
+                            ),
+                            format!(
+                                "{}\n(a customer managed key's key policy must allow the role too)",
+                                grant_when(
+                                    "kms:Decrypt",
+                                    "*",
+                                    Some(
+                                        serde_json::json!({"StringEquals": {"kms:ViaService": format!("ssm.{}.amazonaws.com", self.region)}})
+                                    )
+                                )
+                            ),
+                        )
                     } else {
                         Check::fail(
                             &name,
@@ -330,7 +392,8 @@ impl Aws {
                 let Some(value) = p.value() else { continue };
                 if p.r#type() == Some(&aws_sdk_ssm::types::ParameterType::SecureString) {
                     secure += 1;
-                    crate::secret::global().register(value);
+                    // Registered with the forms a serializer may escape it into (--json).
+                    drop(crate::secret::Secret::new(value));
                 } else if p.name().map(|n| crate::source::ssm::relative(n, query))
                     == Some("/workspace_id")
                 {

@@ -27,8 +27,12 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Answer {
     status: u16,
-    date: Option<http::HeaderValue>,
+    /// The `Date` of AMP's answer, and when it arrived.
+    date: Option<(http::HeaderValue, SystemTime)>,
     body: String,
+    /// The signing proxy answered by itself (AMP unreachable, a timeout, a refusal): its
+    /// words, never AMP's.
+    from_proxy: bool,
 }
 
 /// The three data-plane checks.
@@ -91,6 +95,7 @@ pub async fn probe(
     let _ = serving.await;
 
     let write_check = match &write {
+        Ok(a) if a.from_proxy => Check::fail(names[0], format!("AMP was not reached: {}", a.body.trim()), "check the network path to the AMP endpoint and `amp_endpoint`"),
         Ok(a) if (200..300).contains(&a.status) || a.status == 400 => Check::pass(
             names[0],
             format!("signed empty write answered HTTP {} (the permission and the signature were accepted; no sample was written)", a.status),
@@ -99,6 +104,11 @@ pub async fn probe(
         Err(e) => Check::fail(names[0], e.clone(), "check the network path to the AMP endpoint"),
     };
     let query_check = match &query {
+        Ok(a) if a.from_proxy => Check::fail(
+            names[1],
+            format!("AMP was not reached: {}", a.body.trim()),
+            "check the network path to the AMP endpoint and `amp_endpoint`",
+        ),
         Ok(a) if a.status == 200 => Check::pass(names[1], "vector(1) answered HTTP 200"),
         Ok(a) => judge(names[1], a, "aps:QueryMetrics", &ws_arn, amp_endpoint),
         Err(e) => Check::fail(
@@ -110,7 +120,7 @@ pub async fn probe(
     let date = [&query, &write]
         .into_iter()
         .find_map(|a| a.as_ref().ok()?.date.clone());
-    let clock_check = match date.and_then(|d| clock::skew(&d, SystemTime::now())) {
+    let clock_check = match date.and_then(|(d, at)| clock::skew(&d, at)) {
         None => Check::skip(names[2], "no AWS answer carried a Date to compare with"),
         Some(s) if s.abs() < SKEW_WARN_SECS => {
             Check::pass(names[2], format!("{s:+.0} s from the Date of AMP's answer"))
@@ -175,6 +185,7 @@ async fn send(
         .await
         .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
         .map_err(|e| crate::source::chain(&e))?;
+    let arrived = SystemTime::now();
     let status = resp.status().as_u16();
     let date = resp.headers().get(http::header::DATE).cloned();
     let body = tokio::time::timeout(TIMEOUT, resp.into_body().collect())
@@ -182,9 +193,13 @@ async fn send(
         .map_err(|_| "the answer's body did not arrive".to_owned())?
         .map_err(|e| e.to_string())?
         .to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    // The proxy's own answers start so; hyper dates them with this host's clock.
+    let from_proxy = body.starts_with("moninit proxy:");
     Ok(Answer {
         status,
-        date,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        date: date.filter(|_| !from_proxy).map(|d| (d, arrived)),
+        body,
+        from_proxy,
     })
 }

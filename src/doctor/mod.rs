@@ -55,6 +55,9 @@ pub async fn run(config_path: &Path) -> Result<Report, crate::config::Error> {
                 e.to_string(),
                 "set `region:` in the config",
             ));
+            // Nothing in AWS can be asked without a region; the machine still can.
+            report.push(local::prometheus(&config));
+            report.push(local::grafana(&config));
             return Ok(report);
         }
     };

@@ -74,14 +74,22 @@ impl Check {
 
 /// The fix for a permission the caller lacks: the action, and a statement granting it.
 pub fn grant(action: &str, resource: &str) -> String {
+    grant_when(action, resource, None)
+}
+
+/// [`grant`], the statement limited by `condition` (an IAM `Condition` block).
+pub fn grant_when(action: &str, resource: &str, condition: Option<serde_json::Value>) -> String {
+    let mut statement = serde_json::json!({
+        "Effect": "Allow",
+        "Action": action,
+        "Resource": resource,
+    });
+    if let Some(condition) = condition {
+        statement["Condition"] = condition;
+    }
     format!(
         "the role needs `{action}` on {resource}; add to its policy:\n{}",
-        serde_json::to_string_pretty(&serde_json::json!({
-            "Effect": "Allow",
-            "Action": action,
-            "Resource": resource,
-        }))
-        .unwrap_or_default()
+        serde_json::to_string_pretty(&statement).unwrap_or_default()
     )
 }
 

@@ -5,42 +5,43 @@
 //! The sync is proven with its read calls (the ones a no-op sync makes) and its plan; its
 //! write calls are proven by the first sync, which names any action it is denied. The group
 //! is proven with the call itself, `SetInstanceHealth(Healthy)` on this instance, respecting
-//! the grace period: doctor runs before or during a healthy boot, where that changes nothing.
+//! the grace period, and only when the group already sees it healthy
+//! (`DescribeAutoScalingInstances` first), where that changes nothing.
 
 use super::access::{Aws, Failure};
 use super::report::{grant, Check};
 
-/// `amp.sync`: the reads of a sync, and what it would change.
+/// `amp.sync`: the read permissions of a sync (each Describe proven on a name that exists or
+/// not: 404 is an answer, 403 is not), and what it would change.
 pub async fn amp_sync(aws: &Aws, workspace: &str, desired: Option<&crate::amp::Desired>) -> Check {
     let name = "amp sync (rules, alertmanager)";
     let client = crate::amp::client::Amp::new(&aws.sdk, workspace);
     let empty = crate::amp::Desired::default();
-    let desired = desired.unwrap_or(&empty);
-    match client.current(desired).await {
-        Ok(current) => {
-            let managed = current.namespaces.values().filter(|n| n.managed).count();
-            let plan = crate::amp::plan(desired, &current)
-                .map(|p| p.to_string().lines().last().unwrap_or_default().to_owned())
-                .unwrap_or_else(|e| format!("the sync would fail: {e}"));
-            Check::pass(
-                name,
-                format!(
-                    "{} namespaces ({managed} moninit's) readable; {plan} Write permissions are proven by the first sync",
-                    current.namespaces.len()
-                ),
-            )
-        }
+    let read = async {
+        client.probe_reads().await?;
+        client.current(desired.unwrap_or(&empty)).await
+    };
+    let current = match read.await {
+        Ok(current) => current,
         Err(crate::amp::Error::Aws {
             operation,
             code,
             message,
             ..
         }) => {
-            let resource = format!(
-                "arn:aws:aps:{}:{}:workspace/{workspace}",
-                aws.region, aws.account
-            );
-            if code.contains("AccessDenied") || code == "403" {
+            let resource =
+                if operation.contains("RuleGroupsNamespace") && !operation.contains("List") {
+                    format!(
+                        "arn:aws:aps:{}:{}:rulegroupsnamespace/{workspace}/*",
+                        aws.region, aws.account
+                    )
+                } else {
+                    format!(
+                        "arn:aws:aps:{}:{}:workspace/{workspace}",
+                        aws.region, aws.account
+                    )
+                };
+            return if code.contains("AccessDenied") || code == "403" {
                 Check::fail(
                     name,
                     format!("{operation} denied: {message}"),
@@ -48,12 +49,40 @@ pub async fn amp_sync(aws: &Aws, workspace: &str, desired: Option<&crate::amp::D
                 )
             } else {
                 Check::fail(name, format!("{operation}: {code}: {message}"), "check AMP's control plane endpoint (aps.REGION.amazonaws.com) and the workspace")
-            }
+            };
         }
+        Err(e) => {
+            return Check::fail(
+                name,
+                e.to_string(),
+                "check AMP's control plane endpoint and the workspace",
+            )
+        }
+    };
+    let managed = current.namespaces.values().filter(|n| n.managed).count();
+    let reads = format!(
+        "reads allowed: {} namespaces ({managed} moninit's), the alertmanager definition",
+        current.namespaces.len()
+    );
+    let Some(desired) = desired else {
+        return Check::warn(
+            name,
+            format!("{reads}; the inputs could not be read, so there is no plan"),
+            "see the sources' checks above",
+        );
+    };
+    match crate::amp::plan(desired, &current) {
+        Ok(plan) => Check::pass(
+            name,
+            format!(
+                "{reads}; {} (write permissions are proven by the first sync)",
+                plan.to_string().lines().last().unwrap_or_default()
+            ),
+        ),
         Err(e) => Check::fail(
             name,
-            e.to_string(),
-            "check AMP's control plane endpoint and the workspace",
+            format!("{reads}; the sync would fail: {e}"),
+            "rename the rule file, or delete or tag that namespace",
         ),
     }
 }
@@ -68,6 +97,40 @@ pub async fn set_instance_health(aws: &Aws, instance: Option<&str>, group: Optio
         );
     };
     let client = aws_sdk_autoscaling::Client::new(&aws.sdk);
+    // Healthy is sent only to an instance the group already sees as healthy: to one marked
+    // Unhealthy (by moninit giving up, a load balancer or an operator) it would cancel its
+    // replacement.
+    let described = client
+        .describe_auto_scaling_instances()
+        .instance_ids(instance)
+        .send()
+        .await;
+    let health = match described {
+        Ok(out) => out
+            .auto_scaling_instances()
+            .first()
+            .and_then(|i| i.health_status())
+            .unwrap_or_default()
+            .to_ascii_uppercase(),
+        Err(e) => {
+            let f = Failure::of(&e);
+            return Check::warn(
+                name,
+                format!(
+                    "not tried: the instance's health could not be read first ({})",
+                    f.text()
+                ),
+                grant("autoscaling:DescribeAutoScalingInstances", "*"),
+            );
+        }
+    };
+    if health != "HEALTHY" {
+        return Check::warn(
+            name,
+            format!("not tried: {instance} is {health:?} in group {group}, and SetInstanceHealth(Healthy) would cancel its replacement"),
+            "run doctor again on a healthy instance",
+        );
+    }
     let sent = client
         .set_instance_health()
         .instance_id(instance)

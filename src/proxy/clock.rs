@@ -23,7 +23,8 @@ pub fn skew(date: &HeaderValue, now: SystemTime) -> Option<f64> {
 /// Whether an AWS error body says the signature's time is too far from the service's.
 pub fn is_skew_refusal(body: &[u8]) -> bool {
     let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    has(b"RequestTimeTooSkewed") || has(b"Signature expired")
+    // A clock behind AWS's signs "expired"; one ahead signs "not yet current".
+    has(b"RequestTimeTooSkewed") || has(b"Signature expired") || has(b"Signature not yet current")
 }
 
 /// The log line's advice for a measured skew.
@@ -57,6 +58,7 @@ mod tests {
     fn refusals_for_time_are_recognised() {
         assert!(is_skew_refusal(br#"{"message":"Signature expired: 20261126T120000Z is now earlier than 20261126T120500Z"}"#));
         assert!(is_skew_refusal(b"<Code>RequestTimeTooSkewed</Code>"));
+        assert!(is_skew_refusal(br#"{"message":"Signature not yet current: 20261126T121000Z is still later than 20261126T120500Z"}"#));
         assert!(!is_skew_refusal(br#"{"message":"not authorized"}"#));
         assert!(advice(Some(-400.4)).starts_with("this clock is 400 s behind AWS's"));
     }

@@ -477,3 +477,32 @@ fn an_alertmanager_config_amtool_rejects_is_refused_naming_the_file() {
     assert!(out.contains("missing"), "{out}");
     assert!(rig.alertmanager_received().is_empty());
 }
+
+#[test]
+fn instances_of_a_group_creating_the_same_definition_at_once_all_succeed() {
+    let rig = Rig::new();
+    rig.put("alertmanager/alertmanager.yml", AM_CONFIG);
+    rig.put("alertmanager/templates/default.tmpl", AM_TEMPLATE);
+    let config = rig.dir.path().join("moninit.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}amp:\n  sync_timeout_secs: 20\n")).unwrap();
+    // Started together, they all plan a create; one wins, the others get 409 and update.
+    let syncs: Vec<_> = (0..4)
+        .map(|_| {
+            support::moninit(Some(&rig.moto.endpoint))
+                .args(["amp", "sync", "--config"])
+                .arg(&config)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for sync in syncs {
+        let out = sync.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    }
+    let received = rig.alertmanager_received();
+    let posts = received.iter().filter(|r| r["method"] == "POST").count();
+    assert!(posts >= 1, "{received:?}");
+}

@@ -202,10 +202,47 @@ fn doctor_never_prints_a_secure_string_value() {
 }
 
 #[test]
-fn on_an_instance_of_a_group_imds_and_set_instance_health_are_proven() {
-    for (allowed, granted) in [("s3,ssm,aps,autoscaling", true), (FULL, false)] {
+fn on_an_instance_of_a_group_imds_and_set_instance_health_are_proven_only_on_a_healthy_instance() {
+    enum Want {
+        Allowed,
+        Denied,
+        NotTried(&'static str),
+    }
+    for (allowed, unhealthy, want) in [
+        ("s3,ssm,aps,autoscaling", false, Want::Allowed),
+        (
+            "s3,ssm,aps,autoscaling:DescribeAutoScalingInstances",
+            false,
+            Want::Denied,
+        ),
+        (FULL, false, Want::NotTried("could not be read first")),
+        (
+            "s3,ssm,aps,autoscaling",
+            true,
+            Want::NotTried("would cancel its replacement"),
+        ),
+    ] {
         let rig = rig_in(allowed, 0, Some("moninit-asg"));
         let instance = rig.moto.asg_instance.clone().unwrap();
+        let (key, secret) = rig.moto.allowed_keys.clone().unwrap();
+        let health = |set: Option<&str>| {
+            let change = set
+                .map(|h| {
+                    format!("c.set_instance_health(InstanceId='{instance}', HealthStatus='{h}')\n")
+                })
+                .unwrap_or_default();
+            rig.moto
+                .python(&format!(
+                    "kw.update(aws_access_key_id='{key}', aws_secret_access_key='{secret}')\n\
+                     c = boto3.client('autoscaling', **kw)\n{change}\
+                     print(c.describe_auto_scaling_instances(InstanceIds=['{instance}'])['AutoScalingInstances'][0]['HealthStatus'])"
+                ))
+                .trim()
+                .to_ascii_uppercase()
+        };
+        if unhealthy {
+            assert_eq!(health(Some("Unhealthy")), "UNHEALTHY");
+        }
         let imds = Imds::start(&instance, Some("moninit-asg"));
         let env: Vec<(String, String)> = imds.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -215,17 +252,34 @@ fn on_an_instance_of_a_group_imds_and_set_instance_health_are_proven() {
                 .contains(&format!("instance {instance}, group moninit-asg")),
             "{out}"
         );
-        if granted {
-            assert_eq!(code, 0, "{out}");
-            assert!(
-                line(&out, "✓ autoscaling SetInstanceHealth:")
-                    .contains(&format!("allowed for {instance} in group moninit-asg")),
-                "{out}"
+        match want {
+            Want::Allowed => {
+                assert_eq!(code, 0, "{out}");
+                assert!(
+                    line(&out, "✓ autoscaling SetInstanceHealth:")
+                        .contains(&format!("allowed for {instance} in group moninit-asg")),
+                    "{out}"
+                );
+            }
+            Want::Denied => {
+                assert_eq!(code, 11, "{out}");
+                line(&out, "✗ autoscaling SetInstanceHealth: denied");
+                assert!(out.contains("the role needs `autoscaling:SetInstanceHealth` on arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:*:autoScalingGroupName/moninit-asg"), "{out}");
+            }
+            Want::NotTried(why) => {
+                assert_eq!(code, 0, "{out}");
+                assert!(
+                    line(&out, "! autoscaling SetInstanceHealth: not tried").contains(why),
+                    "{out}"
+                );
+            }
+        }
+        if unhealthy {
+            assert_eq!(
+                health(None),
+                "UNHEALTHY",
+                "doctor must not mark an unhealthy instance healthy"
             );
-        } else {
-            assert_eq!(code, 11, "{out}");
-            line(&out, "✗ autoscaling SetInstanceHealth: denied");
-            assert!(out.contains("the role needs `autoscaling:SetInstanceHealth` on arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:*:autoScalingGroupName/moninit-asg"), "{out}");
         }
     }
 }

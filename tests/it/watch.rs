@@ -717,3 +717,94 @@ fn last_good_inputs_from_other_sources_are_never_used() {
     assert!(log.contains("NoSuchBucket"), "{log}");
     assert!(log.contains("came from other sources"), "{log}");
 }
+
+#[test]
+fn a_node_booted_from_last_good_inputs_syncs_amp_only_once_the_sources_answer() {
+    const RULES: &str =
+        "groups:\n  - name: node\n    rules:\n      - alert: NodeDown\n        expr: up == 0\n";
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = support::inputs_copy();
+    std::fs::create_dir_all(inputs.path().join("prometheus/rules")).unwrap();
+    std::fs::write(inputs.path().join("prometheus/rules/node.yml"), RULES).unwrap();
+    let port = process::free_port();
+    let seed = Seed {
+        dir: Some(inputs.path().to_owned()),
+        port: Some(port),
+        ..Seed::examples()
+    };
+    let amp = Moto::start(&Seed {
+        amp_workspace: true,
+        ..Default::default()
+    });
+    let workspace = amp.amp_workspace.clone().unwrap();
+    let namespaces = || {
+        amp.python(&format!(
+            "print(len(boto3.client('amp', **kw).list_rule_groups_namespaces(workspaceId='{workspace}')['ruleGroupsNamespaces']))"
+        ))
+        .trim()
+        .parse::<usize>()
+        .unwrap()
+    };
+    let extra = format!(
+        "fetch:\n  deadline_secs: 5\nworkspace_id: {workspace}\namp:\n  sync: true\nwatch:\n  interval_secs: 1\n"
+    );
+    let start = |root: &Path, endpoint: &str| {
+        Agent::start(Setup {
+            sources: format!(
+                "  - s3://{}/{}\n  - ssm:{}\n",
+                seed.bucket, seed.prefix, seed.ssm_path
+            ),
+            root: Some(root.to_owned()),
+            extra: &extra,
+            env: vec![
+                ("AWS_ENDPOINT_URL".into(), endpoint.to_owned()),
+                ("AWS_ENDPOINT_URL_AMP".into(), amp.endpoint.clone()),
+                ("AWS_ACCESS_KEY_ID".into(), "AKIDMONINITTEST".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "moninit-test-secret".into()),
+            ],
+            ..Setup::local()
+        })
+    };
+    let root = dir.path().join("root");
+    // A healthy boot keeps the inputs as last known good, and syncs them.
+    let moto = Moto::start(&seed);
+    let mut first = start(&root, &moto.endpoint);
+    first.wait_ready(Duration::from_secs(60));
+    support::wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || first.log_text(),
+        || (namespaces() == 1).then_some(()),
+    );
+    first.process.signal(Signal::SIGTERM);
+    first.exits_with(0, Duration::from_secs(30));
+    drop(moto);
+    // Meanwhile a pipeline removes the namespace from AMP (newer rules than the copy).
+    amp.python(&format!(
+        "boto3.client('amp', **kw).delete_rule_groups_namespace(workspaceId='{workspace}', name='node')"
+    ));
+    assert_eq!(namespaces(), 0);
+
+    // Booted from the last known good inputs: AMP is left as it is.
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut agent = start(&root, &endpoint);
+    agent.wait_ready(Duration::from_secs(60));
+    assert!(agent.metrics().contains("moninit_config_degraded 1"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        namespaces(),
+        0,
+        "a degraded node synced its old inputs:\n{}",
+        agent.log_text()
+    );
+
+    // The sources answer: the inputs are fresh, and synced.
+    let _moto = Moto::start(&seed);
+    support::wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || agent.log_text(),
+        || (namespaces() == 1).then_some(()),
+    );
+    assert!(agent.metrics().contains("moninit_config_degraded 0"));
+}

@@ -2,8 +2,9 @@
 
 install(server) wraps a ThreadedMotoServer's WSGI app: requests to
 /workspaces/WS/alertmanager/definition are answered here, every other request goes to moto.
-Each request must carry a SigV4 signature (service `aps`, key testing/testing) that botocore
-recomputes identically from the request as received; a bad one gets AMP's 403.
+Each request must carry a SigV4 signature (service `aps`; key testing/testing, or a key of an
+IAM user the moto stand-in created) that botocore recomputes identically from the request as
+received; a bad one gets AMP's 403. Permissions are not checked here.
   POST   create  -> 202 {"status": {"statusCode": "CREATING"}}   (409 if one exists)
   PUT    put     -> 202 {"status": {"statusCode": "UPDATING"}}   (404 if none)
   GET    describe-> {"alertManagerDefinition": {...}}; a change in progress becomes ACTIVE
@@ -33,8 +34,12 @@ def verify(environ, body):
     auth = environ.get("HTTP_AUTHORIZATION", "")
     if not auth.startswith("AWS4-HMAC-SHA256 "):
         return "MissingAuthenticationTokenException"
-    fields = dict(part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 "):].split(","))
-    ak, _date, region, service, _term = fields["Credential"].split("/")
+    try:
+        fields = dict(part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 "):].split(","))
+        ak, _date, region, service, _term = fields["Credential"].split("/")
+        fields["SignedHeaders"], fields["Signature"]
+    except (ValueError, KeyError):
+        return "IncompleteSignatureException"
     if ak not in KEYS or service != "aps":
         return "UnrecognizedClientException"
     headers = {}
@@ -111,10 +116,16 @@ def definition(environ, start_response, workspace):
             if current is None:
                 return answer(start_response, "404 Not Found",
                               {"message": "Alert manager definition not found"}, "ResourceNotFoundException")
+            if current.get("pending"):
+                return answer(start_response, "409 Conflict",
+                              {"message": "a change is in progress", "resourceId": workspace,
+                               "resourceType": "AlertManagerDefinition"}, "ConflictException")
             current.update(data=json.loads(body)["data"], status="UPDATING", pending="UPDATING", reason=None)
             return answer(start_response, "202 Accepted", {"status": {"statusCode": "UPDATING"}})
         if method == "DELETE":
-            DEFINITIONS.pop(workspace, None)
+            if DEFINITIONS.pop(workspace, None) is None:
+                return answer(start_response, "404 Not Found",
+                              {"message": "Alert manager definition not found"}, "ResourceNotFoundException")
             return answer(start_response, "202 Accepted", {})
     return answer(start_response, "405 Method Not Allowed", {"message": method})
 

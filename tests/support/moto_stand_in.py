@@ -184,6 +184,8 @@ def seed(args, endpoint):
         iam.create_user(UserName="moninit-denied")
         key = iam.create_access_key(UserName="moninit-denied")["AccessKey"]
         result.update(access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+        # The Alertmanager stand-in checks signatures (not permissions) for moto's users too.
+        alertmanager_stand_in.KEYS[key["AccessKeyId"]] = key["SecretAccessKey"]
         if args.allow_user:
             iam.create_user(UserName="moninit-allowed")
             iam.put_user_policy(UserName="moninit-allowed", PolicyName="all", PolicyDocument=json.dumps({
@@ -191,6 +193,7 @@ def seed(args, endpoint):
                 "Statement": [{"Effect": "Allow", "Action": allowed_actions(args.allow_user), "Resource": "*"}]}))
             key = iam.create_access_key(UserName="moninit-allowed")["AccessKey"]
             result.update(allowed_access_key=key["AccessKeyId"], allowed_secret_key=key["SecretAccessKey"])
+            alertmanager_stand_in.KEYS[key["AccessKeyId"]] = key["SecretAccessKey"]
         # text/plain: with urllib's default form content type, Flask hides the body from moto.
         req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
                                      headers={"Content-Type": "text/plain"})
