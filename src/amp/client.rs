@@ -32,6 +32,8 @@ pub struct Amp {
     pub workspace: String,
     reads: AtomicUsize,
     writes: AtomicUsize,
+    /// Changes begun and not finished, for a deadline's error.
+    pending: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 type HttpResponse = aws_sdk_amp::config::http::HttpResponse;
@@ -119,6 +121,26 @@ impl Amp {
             workspace: workspace.to_owned(),
             reads: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
+            pending: Default::default(),
+        }
+    }
+
+    /// The changes begun and not finished (empty while reading the workspace).
+    pub fn pending(&self) -> Vec<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn track(&self, target: String, begun: bool) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if begun {
+            pending.insert(target);
+        } else {
+            pending.remove(&target);
         }
     }
 
@@ -354,6 +376,14 @@ impl Amp {
     }
 
     async fn change(&self, change: &Change, desired: &Desired) -> Result<(), Error> {
+        let what = format!("{:?} {}", change.action, change.target).to_lowercase();
+        self.track(what.clone(), true);
+        let result = self.change_untracked(change, desired).await;
+        self.track(what, false);
+        result
+    }
+
+    async fn change_untracked(&self, change: &Change, desired: &Desired) -> Result<(), Error> {
         let mut pause = POLL_FIRST;
         loop {
             match self.send(change, desired).await {

@@ -45,13 +45,17 @@ pub async fn sync(
         Ok::<_, Error>((plan, apply))
     };
     let timeout = config.sync_timeout();
-    let (plan, applied) =
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| Error::Deadline {
-                secs: timeout.as_secs(),
-                pending: format!("workspace {}", amp.workspace),
-            })??;
+    let (plan, applied) = tokio::time::timeout(timeout, work).await.map_err(|_| {
+        let pending = amp.pending();
+        Error::Deadline {
+            secs: timeout.as_secs(),
+            pending: if pending.is_empty() {
+                format!("reading workspace {}", amp.workspace)
+            } else {
+                pending.join(", ")
+            },
+        }
+    })??;
     let (reads, writes) = amp.calls();
     Ok(Synced {
         plan,

@@ -506,3 +506,25 @@ fn instances_of_a_group_creating_the_same_definition_at_once_all_succeed() {
     let posts = received.iter().filter(|r| r["method"] == "POST").count();
     assert!(posts >= 1, "{received:?}");
 }
+
+#[test]
+fn a_change_amp_never_finishes_ends_at_the_deadline_naming_it() {
+    let rig = Rig::new();
+    rig.put(
+        "alertmanager/alertmanager.yml",
+        &AM_CONFIG.replace(
+            "receiver: default\n",
+            "receiver: default\n  group_by: [stand_in_stays_pending]\n",
+        ),
+    );
+    rig.put("alertmanager/templates/default.tmpl", AM_TEMPLATE);
+    let config = rig.dir.path().join("moninit.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}amp:\n  sync_timeout_secs: 3\n")).unwrap();
+    let (code, out) = rig.sync(&[]);
+    assert_eq!(code, 10, "{out}");
+    assert!(
+        out.contains("the sync did not finish within 3 s (amp.sync_timeout_secs); still pending: create alertmanager definition"),
+        "{out}"
+    );
+}

@@ -9,7 +9,8 @@ received; a bad one gets AMP's 403. Permissions are not checked here.
   PUT    put     -> 202 {"status": {"statusCode": "UPDATING"}}   (404 if none)
   GET    describe-> {"alertManagerDefinition": {...}}; a change in progress becomes ACTIVE
                     at the next describe, or CREATION_FAILED/UPDATE_FAILED with a status
-                    reason when the document contains "stand_in_refuses"
+                    reason when the document contains "stand_in_refuses"; it never ends when
+                    the document contains "stand_in_stays_pending"
   DELETE delete  -> 202
 GET /__moninit/alertmanager returns what was received (method, decoded document, verified).
 """
@@ -93,7 +94,7 @@ def definition(environ, start_response, workspace):
             if current is None:
                 return answer(start_response, "404 Not Found",
                               {"message": "Alert manager definition not found"}, "ResourceNotFoundException")
-            if current.get("pending"):
+            if current.get("pending") and "stand_in_stays_pending" not in base64.b64decode(current["data"]).decode():
                 pending, current["pending"] = current["pending"], None
                 if "stand_in_refuses" in base64.b64decode(current["data"]).decode():
                     current["status"] = "CREATION_FAILED" if pending == "CREATING" else "UPDATE_FAILED"
