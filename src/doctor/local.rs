@@ -17,10 +17,19 @@ pub async fn imds(config: &Config) -> (Check, imds::Facts) {
         instance_id: true,
         autoscaling_group: true,
     };
-    let needed = config.imds_needs().any();
+    // Only `region: auto` needs IMDS to boot; `cluster`/`replica: auto` fall back to the
+    // hostname (and HA deduplication then keys on it).
+    let labels = config.imds_needs().any();
+    let fallback = "cluster/replica `auto` become the hostname: set them (or allow IMDS) so HA deduplication keys on the instance";
     if imds::disabled() {
-        let check = if needed {
-            Check::fail(name, "AWS_EC2_METADATA_DISABLED=true, but the config leaves region, cluster or replica `auto`", "set them in the config, or allow IMDS")
+        let check = if config.region == "auto" {
+            Check::fail(
+                name,
+                "AWS_EC2_METADATA_DISABLED=true, but `region` is `auto`",
+                "set `region:` in the config, or allow IMDS",
+            )
+        } else if labels {
+            Check::warn(name, "disabled (AWS_EC2_METADATA_DISABLED=true)", fallback)
         } else {
             Check::skip(
                 name,
@@ -41,13 +50,15 @@ pub async fn imds(config: &Config) -> (Check, imds::Facts) {
             );
             (Check::pass(name, evidence), facts)
         }
-        Ok(facts) if needed => (
-            Check::fail(
+        Ok(facts) if labels => (
+            Check::warn(
                 name,
-                "unreachable, and the config leaves region, cluster or replica `auto`",
-                "on EC2: enable the metadata service with tokens (IMDSv2) and, in a container, a hop limit of 2 \
-                 (aws ec2 modify-instance-metadata-options --http-endpoint enabled --http-tokens required \
-                 --http-put-response-hop-limit 2); off EC2: set region, cluster and replica in the config",
+                "unreachable (off EC2, or the hop limit in a container)",
+                format!(
+                    "on EC2: enable the metadata service with tokens (IMDSv2) and, in a container, a hop limit of 2 \
+                     (aws ec2 modify-instance-metadata-options --http-endpoint enabled --http-tokens required \
+                     --http-put-response-hop-limit 2); off EC2: {fallback}"
+                ),
             ),
             facts,
         ),

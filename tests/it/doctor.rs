@@ -283,3 +283,35 @@ fn on_an_instance_of_a_group_imds_and_set_instance_health_are_proven_only_on_a_h
         }
     }
 }
+
+#[test]
+fn without_imds_only_region_auto_fails_and_auto_labels_warn() {
+    let inputs = support::inputs_copy();
+    let dir = tempfile::tempdir().unwrap();
+    for (config, want) in [
+        (
+            format!(
+                "region: auto\nsources: [file://{}/]\n",
+                inputs.path().display()
+            ),
+            "✗ imds (IMDSv2): AWS_EC2_METADATA_DISABLED=true, but `region` is `auto`",
+        ),
+        (
+            format!(
+                "region: us-east-1\nsources: [file://{}/]\n",
+                inputs.path().display()
+            ),
+            "! imds (IMDSv2): disabled",
+        ),
+    ] {
+        let path = support::write_config(dir.path(), &config);
+        let out = support::moninit(None)
+            .args(["doctor", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = support::text(&out);
+        assert_eq!(out.status.code(), Some(11), "{text}");
+        line(&text, want);
+    }
+}
