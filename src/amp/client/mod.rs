@@ -39,8 +39,20 @@ pub struct Amp {
 
 type HttpResponse = aws_sdk_amp::config::http::HttpResponse;
 
-/// A resource's document and status code.
-type DataAndStatus = (Vec<u8>, String);
+/// A namespace or the Alertmanager definition, as Describe shows it.
+struct Described {
+    data: Vec<u8>,
+    status: Option<String>,
+    reason: Option<String>,
+    /// Tagged as moninit's (namespaces only).
+    managed: bool,
+}
+
+/// Whether a resource's tags mark it as moninit's.
+fn managed(tags: Option<&std::collections::HashMap<String, String>>) -> bool {
+    tags.and_then(|t| t.get(MANAGED_TAG.0))
+        .is_some_and(|v| v == MANAGED_TAG.1)
+}
 
 /// An SDK error as an [`Error::Aws`]: the AWS code (or the HTTP status when the body has
 /// none), and the IAM action that was refused.
@@ -200,14 +212,10 @@ impl Amp {
                     )
                 })?;
             for ns in page.rule_groups_namespaces() {
-                let managed = ns
-                    .tags()
-                    .and_then(|t| t.get(MANAGED_TAG.0))
-                    .is_some_and(|v| v == MANAGED_TAG.1);
                 current.namespaces.insert(
                     ns.name().to_owned(),
                     Existing {
-                        managed,
+                        managed: managed(ns.tags()),
                         data: None,
                         status: ns
                             .status()
@@ -227,7 +235,7 @@ impl Amp {
             .filter(|(name, e)| e.managed && desired.namespaces.contains_key(*name))
             .map(|(name, _)| name.clone())
             .collect();
-        let described: Vec<(String, Option<DataAndStatus>)> =
+        let described: Vec<(String, Option<Described>)> =
             futures::stream::iter(wanted.into_iter().map(|name| async move {
                 let found = self.describe_namespace(&name).await?;
                 Ok::<_, Error>((name, found))
@@ -237,10 +245,10 @@ impl Amp {
             .await?;
         for (name, found) in described {
             match found {
-                Some((data, status)) => {
+                Some(d) => {
                     let e = current.namespaces.get_mut(&name).expect("listed");
-                    e.data = Some(data);
-                    e.status = status;
+                    e.data = Some(d.data);
+                    e.status = d.status.unwrap_or_default();
                 }
                 // Deleted between the list and the look: it is not there.
                 None => {
@@ -249,29 +257,33 @@ impl Amp {
             }
         }
         if desired.alertmanager.is_some() {
-            current.alertmanager = self.describe_alertmanager().await?;
+            current.alertmanager = self
+                .describe_alertmanager()
+                .await?
+                .map(|d| (d.data, d.status.unwrap_or_default()));
         }
         Ok(current)
     }
 
-    /// (data, status code) of a namespace; `None` when it does not exist.
-    async fn describe_namespace(&self, name: &str) -> Result<Option<DataAndStatus>, Error> {
+    /// A namespace as Describe shows it; `None` when it does not exist.
+    async fn describe_namespace(&self, name: &str) -> Result<Option<Described>, Error> {
         self.read();
-        match self
+        let found = self
             .client
             .describe_rule_groups_namespace()
             .workspace_id(&self.workspace)
             .name(name)
             .send()
-            .await
-        {
-            Ok(out) => Ok(out.rule_groups_namespace().map(|d| {
-                (
-                    d.data().as_ref().to_vec(),
-                    d.status()
-                        .map(|s| s.status_code().as_str().to_owned())
-                        .unwrap_or_default(),
-                )
+            .await;
+        match found {
+            Ok(out) => Ok(out.rule_groups_namespace().map(|d| Described {
+                data: d.data().as_ref().to_vec(),
+                status: d.status().map(|s| s.status_code().as_str().to_owned()),
+                reason: d
+                    .status()
+                    .and_then(|s| s.status_reason())
+                    .map(str::to_owned),
+                managed: managed(d.tags()),
             })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(aws(
@@ -283,65 +295,24 @@ impl Amp {
         }
     }
 
-    /// (status code, reason) of a namespace; `None` when it does not exist.
-    async fn namespace_status(&self, name: &str) -> Result<Option<(String, String)>, Error> {
+    /// The Alertmanager definition as Describe shows it; `None` when there is none.
+    async fn describe_alertmanager(&self) -> Result<Option<Described>, Error> {
         self.read();
-        match self
-            .client
-            .describe_rule_groups_namespace()
-            .workspace_id(&self.workspace)
-            .name(name)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out
-                .rule_groups_namespace()
-                .and_then(|d| d.status())
-                .map(|s| {
-                    (
-                        s.status_code().as_str().to_owned(),
-                        s.status_reason().unwrap_or_default().to_owned(),
-                    )
-                })),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(aws(
-                "DescribeRuleGroupsNamespace",
-                &self.ns_target(name),
-                None,
-                &e,
-            )),
-        }
-    }
-
-    /// (document, status code) of the definition; `None` when there is none.
-    async fn describe_alertmanager(&self) -> Result<Option<DataAndStatus>, Error> {
-        Ok(self
-            .alertmanager_state()
-            .await?
-            .map(|(data, code, _)| (data, code)))
-    }
-
-    async fn alertmanager_state(&self) -> Result<Option<(Vec<u8>, String, String)>, Error> {
-        self.read();
-        match self
+        let found = self
             .client
             .describe_alert_manager_definition()
             .workspace_id(&self.workspace)
             .send()
-            .await
-        {
-            Ok(out) => Ok(out.alert_manager_definition().map(|d| {
-                let status = d.status();
-                (
-                    d.data().as_ref().to_vec(),
-                    status
-                        .map(|s| s.status_code().as_str().to_owned())
-                        .unwrap_or_default(),
-                    status
-                        .and_then(|s| s.status_reason())
-                        .unwrap_or_default()
-                        .to_owned(),
-                )
+            .await;
+        match found {
+            Ok(out) => Ok(out.alert_manager_definition().map(|d| Described {
+                data: d.data().as_ref().to_vec(),
+                status: d.status().map(|s| s.status_code().as_str().to_owned()),
+                reason: d
+                    .status()
+                    .and_then(|s| s.status_reason())
+                    .map(str::to_owned),
+                managed: false,
             })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(aws(

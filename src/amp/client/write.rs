@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::super::desired::Desired;
 use super::super::plan::{Action, Change, Plan, Target};
 use super::super::{Error, MANAGED_TAG};
-use super::{aws, is_conflict, is_not_found, judge, Amp, CONCURRENCY, POLL_FIRST, POLL_MAX};
+use super::{is_conflict, judge, Amp, CONCURRENCY, POLL_FIRST, POLL_MAX};
 
 impl Amp {
     /// Makes every change of `plan` (at most [`CONCURRENCY`] at once), each until AMP says
@@ -180,39 +180,16 @@ impl Amp {
         name: &str,
         origin: Option<&str>,
     ) -> Result<(), Option<Error>> {
-        self.read();
-        let found = self
-            .client
-            .describe_rule_groups_namespace()
-            .workspace_id(&self.workspace)
-            .name(name)
-            .send()
-            .await;
-        match found {
-            Ok(out) => {
-                let managed = out
-                    .rule_groups_namespace()
-                    .and_then(|d| d.tags())
-                    .and_then(|t| t.get(MANAGED_TAG.0))
-                    .is_some_and(|v| v == MANAGED_TAG.1);
-                if managed {
-                    Ok(())
-                } else {
-                    Err(Some(Error::Input {
-                        origin: origin.unwrap_or_default().to_owned(),
-                        message: format!(
-                            "AMP got a rule groups namespace `{name}` that moninit did not create while this sync ran; moninit never changes it"
-                        ),
-                    }))
-                }
-            }
-            Err(e) if is_not_found(&e) => Err(None),
-            Err(e) => Err(Some(aws(
-                "DescribeRuleGroupsNamespace",
-                &self.ns_target(name),
-                origin,
-                &e,
-            ))),
+        match self.describe_namespace(name).await {
+            Ok(Some(d)) if d.managed => Ok(()),
+            Ok(Some(_)) => Err(Some(Error::Input {
+                origin: origin.unwrap_or_default().to_owned(),
+                message: format!(
+                    "AMP got a rule groups namespace `{name}` that moninit did not create while this sync ran; moninit never changes it"
+                ),
+            })),
+            Ok(None) => Err(None),
+            Err(e) => Err(Some(e)),
         }
     }
 
@@ -222,12 +199,10 @@ impl Amp {
         let mut pause = POLL_FIRST;
         loop {
             let state = match &change.target {
-                Target::Namespace(name) => self.namespace_status(name).await?,
-                Target::Alertmanager => self
-                    .alertmanager_state()
-                    .await?
-                    .map(|(_, code, reason)| (code, reason)),
-            };
+                Target::Namespace(name) => self.describe_namespace(name).await?,
+                Target::Alertmanager => self.describe_alertmanager().await?,
+            }
+            .map(|d| (d.status.unwrap_or_default(), d.reason.unwrap_or_default()));
             match (change.action, state) {
                 (Action::Delete, None) => return Ok(()),
                 (Action::Delete, Some(_)) => {}
