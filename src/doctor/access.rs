@@ -6,90 +6,11 @@
 //! A denied call names the IAM action it needed and the resource, with a statement granting
 //! it. Values read (SecureStrings included) are registered as secrets and never shown.
 
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-
 use super::report::{grant, grant_when, Check};
 use crate::source::SourceUrl;
 
-/// What a failed call said.
-pub struct Failure {
-    pub status: Option<u16>,
-    pub code: String,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn of<E>(err: &SdkError<E, HttpResponse>) -> Failure
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        Failure::read(err, true)
-    }
-
-    /// [`Failure::of`] for a call whose answer may hold secrets (a decrypting read): an
-    /// answer the SDK could not parse is never quoted.
-    pub fn of_secret<E>(err: &SdkError<E, HttpResponse>) -> Failure
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        Failure::read(err, false)
-    }
-
-    fn read<E>(err: &SdkError<E, HttpResponse>, quote_body: bool) -> Failure
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        match err {
-            SdkError::ServiceError(e) => Failure {
-                status,
-                code: e.err().code().unwrap_or("Unknown").to_owned(),
-                message: e
-                    .err()
-                    .message()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| crate::source::chain(e.err())),
-            },
-            // An answer the SDK could not parse as the service's error (a proxy's page, an
-            // XML error from a JSON service): its body says more than the parse error.
-            other => {
-                let body = err
-                    .raw_response()
-                    .filter(|_| quote_body)
-                    .and_then(|r| r.body().bytes())
-                    .map(|b| String::from_utf8_lossy(b).trim().to_owned())
-                    .filter(|b| !b.is_empty());
-                Failure {
-                    status,
-                    code: if status.is_some() {
-                        "Unknown"
-                    } else {
-                        "Unreachable"
-                    }
-                    .into(),
-                    message: body.unwrap_or_else(|| crate::source::chain(other)),
-                }
-            }
-        }
-    }
-
-    /// AWS said no: the caller lacks a permission (IAM, a bucket policy, a key policy).
-    pub fn denied(&self) -> bool {
-        self.status == Some(403)
-            || self.code.contains("AccessDenied")
-            || self.code.contains("Unauthorized")
-            || self.message.contains("not authorized")
-    }
-
-    pub fn text(&self) -> String {
-        let message: String = self.message.chars().take(300).collect();
-        match self.status {
-            Some(s) => format!("HTTP {s} {}: {message}", self.code),
-            None => message,
-        }
-    }
-}
+/// What a failed call said (read once for the whole project: [`crate::source::AwsFailure`]).
+pub use crate::source::AwsFailure as Failure;
 
 /// What the checks share: the AWS configuration and the account (for ARNs), once known.
 pub struct Aws {
@@ -357,7 +278,7 @@ impl Aws {
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {
-                    let f = Failure::of_secret(&e);
+                    let f = Failure::of(&e);
                     let check = if f.denied() || f.message.contains("KMS") || f.code.contains("Kms")
                     {
                         Check::fail(

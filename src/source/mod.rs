@@ -241,36 +241,108 @@ impl Error {
     }
 
     /// Builds an [`Error::Aws`] from an SDK error, keeping the AWS error code and message.
-    pub fn aws<E, R>(
-        origin: impl Into<String>,
-        operation: &'static str,
-        err: &aws_sdk_s3::error::SdkError<E, R>,
-    ) -> Self
+    pub fn aws<E>(origin: impl Into<String>, operation: &'static str, err: &SdkError<E>) -> Self
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug,
     {
-        use aws_sdk_s3::error::SdkError;
-        let (code, message) = match err {
-            SdkError::ServiceError(e) => (
-                e.err().code().unwrap_or("Unknown").to_owned(),
-                e.err()
-                    .message()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| e.err().to_string()),
-            ),
-            SdkError::TimeoutError(_) => ("Timeout".to_owned(), "the request timed out".to_owned()),
-            SdkError::DispatchFailure(_) => (
-                "DispatchFailure".to_owned(),
-                format!("could not reach the service: {}", chain(err)),
-            ),
-            other => ("RequestFailed".to_owned(), chain(other)),
-        };
+        let AwsFailure { code, message, .. } = AwsFailure::of(err);
         Error::Aws {
             origin: origin.into(),
             operation,
             code,
             message,
+        }
+    }
+}
+
+/// An AWS SDK error, as every service's client returns it.
+pub type SdkError<E> = aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>;
+
+/// What a failed AWS call said, read once for every caller (the fetch, AMP's control plane,
+/// `moninit doctor`): the HTTP status, the AWS error code and its message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsFailure {
+    pub status: Option<u16>,
+    /// The service's code; `AccessDenied` for a 403 without one; else `Timeout`,
+    /// `DispatchFailure` (unreachable) or `RequestFailed`.
+    pub code: String,
+    pub message: String,
+}
+
+impl AwsFailure {
+    /// Longest part of an unparsed answer quoted in a message.
+    const QUOTED: usize = 300;
+
+    pub fn of<E>(err: &SdkError<E>) -> Self
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let default_code = |kind: &str| match status {
+            Some(403) => "AccessDenied".to_owned(),
+            _ => kind.to_owned(),
+        };
+        let (code, message) = match err {
+            aws_sdk_s3::error::SdkError::ServiceError(e) => (
+                e.err()
+                    .code()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| default_code("Unknown")),
+                e.err()
+                    .message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e.err().to_string()),
+            ),
+            aws_sdk_s3::error::SdkError::TimeoutError(_) => {
+                ("Timeout".to_owned(), "the request timed out".to_owned())
+            }
+            aws_sdk_s3::error::SdkError::DispatchFailure(_) => (
+                "DispatchFailure".to_owned(),
+                format!("could not reach the service: {}", chain(err)),
+            ),
+            // An answer the SDK could not read as the service's error (a proxy's page, an XML
+            // error from a JSON service): an error answer's body says more than the parse
+            // error. A 2xx body is never quoted: it may hold decrypted values.
+            other => {
+                let quoted = err
+                    .raw_response()
+                    .filter(|r| !r.status().is_success())
+                    .and_then(|r| r.body().bytes())
+                    .map(|b| {
+                        String::from_utf8_lossy(b)
+                            .trim()
+                            .chars()
+                            .take(Self::QUOTED)
+                            .collect::<String>()
+                    })
+                    .filter(|b| !b.is_empty());
+                (
+                    default_code("RequestFailed"),
+                    quoted.unwrap_or_else(|| chain(other)),
+                )
+            }
+        };
+        AwsFailure {
+            status,
+            code,
+            message,
+        }
+    }
+
+    /// AWS said no: the caller lacks a permission (IAM, a bucket policy, a key policy).
+    pub fn denied(&self) -> bool {
+        self.status == Some(403)
+            || self.code.contains("AccessDenied")
+            || self.code.contains("Unauthorized")
+            || self.message.contains("not authorized")
+    }
+
+    /// `HTTP 403 AccessDenied: …`, or the message alone when nothing answered.
+    pub fn text(&self) -> String {
+        let message: String = self.message.chars().take(Self::QUOTED).collect();
+        match self.status {
+            Some(s) => format!("HTTP {s} {}: {message}", self.code),
+            None => message,
         }
     }
 }

@@ -54,8 +54,7 @@ fn managed(tags: Option<&std::collections::HashMap<String, String>>) -> bool {
         .is_some_and(|v| v == MANAGED_TAG.1)
 }
 
-/// An SDK error as an [`Error::Aws`]: the AWS code (or the HTTP status when the body has
-/// none), and the IAM action that was refused.
+/// An SDK error as an [`Error::Aws`], with the IAM action that was refused.
 fn aws<E>(
     operation: &str,
     target: &str,
@@ -65,28 +64,7 @@ fn aws<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let (code, message) = match err {
-        SdkError::ServiceError(e) => {
-            let status = e.raw().status().as_u16();
-            let code = match e.err().code() {
-                Some(code) => code.to_owned(),
-                None if status == 403 => "AccessDenied".to_owned(),
-                None => format!("HTTP {status}"),
-            };
-            let message = e
-                .err()
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| crate::source::chain(e.err()));
-            (code, message)
-        }
-        SdkError::TimeoutError(_) => ("Timeout".into(), "the request timed out".into()),
-        SdkError::DispatchFailure(_) => (
-            "DispatchFailure".into(),
-            format!("could not reach AMP: {}", crate::source::chain(err)),
-        ),
-        other => ("RequestFailed".into(), crate::source::chain(other)),
-    };
+    let crate::source::AwsFailure { code, message, .. } = crate::source::AwsFailure::of(err);
     Error::Aws {
         operation: format!("aps:{operation}"),
         target: target.to_owned(),
