@@ -7,7 +7,7 @@
 //! it. Values read (SecureStrings included) are registered as secrets and never shown.
 
 use super::report::{grant, grant_when, Check};
-use crate::source::SourceUrl;
+use crate::source::{Snapshot, SourceUrl};
 
 /// What a failed call said (read once for the whole project: [`crate::source::AwsFailure`]).
 pub use crate::source::AwsFailure as Failure;
@@ -129,116 +129,43 @@ impl Aws {
         }
     }
 
-    /// Lists an S3 prefix and reads one byte of its first object.
-    pub async fn s3(&self, bucket: &str, prefix: &str) -> Check {
-        let name = format!("s3://{bucket}/{prefix}");
-        let client = crate::source::s3::client(&self.sdk);
-        let listed = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .max_keys(1000)
-            .send()
-            .await;
-        let page = match listed {
-            Ok(page) => page,
-            Err(e) => {
-                let f = Failure::of(&e);
-                return if f.denied() {
-                    Check::fail(
-                        &name,
-                        format!("s3:ListBucket denied: {}", f.text()),
-                        grant_when(
-                            "s3:ListBucket",
-                            &format!("arn:aws:s3:::{bucket}"),
-                            Some(
-                                serde_json::json!({"StringLike": {"s3:prefix": [prefix, format!("{prefix}*")]}}),
-                            ),
-                        ),
-                    )
-                } else if f.code == "NoSuchBucket" {
-                    Check::fail(
-                        &name,
-                        format!("no such bucket: {}", f.text()),
-                        "check the bucket name in `sources` (and the region)",
-                    )
-                } else {
-                    Check::fail(
-                        &name,
-                        f.text(),
-                        "check the network path to S3 (a VPC endpoint policy, a proxy)",
-                    )
-                };
+    /// A source read as boot reads it ([`crate::source::fetch_one`]): an S3 prefix listed and
+    /// every object fetched, an SSM path with its SecureStrings decrypted (after a first page
+    /// without decryption, which tells `ssm:GetParametersByPath` from `kms:Decrypt`), a local
+    /// directory. Returns the check and, when it passed, what was read.
+    pub async fn source(
+        &self,
+        source: &SourceUrl,
+        config: &crate::source::Config,
+    ) -> (Check, Option<Snapshot>) {
+        let name = source.to_string();
+        if let SourceUrl::Ssm { path } = source {
+            if let Some(refused) = self.ssm_without_decryption(&name, path).await {
+                return (refused, None);
             }
-        };
-        if page.contents().is_empty() {
-            return Check::fail(
-                &name,
-                "no objects under the prefix: boot would refuse an empty source",
-                "upload the inputs, or fix the prefix in `sources`",
-            );
         }
-        // The S3 console's `prefix/` folder markers are empty: a range read of them is 416.
-        let Some(first) = page
-            .contents()
-            .iter()
-            .filter(|o| o.size().unwrap_or_default() > 0)
-            .find_map(|o| o.key().filter(|k| !k.ends_with('/')))
-        else {
-            return Check::pass(
-                &name,
-                "listed: only empty objects or folder markers on the first page",
-            );
-        };
-        let count = page.key_count().unwrap_or_default();
-        let more = if page.is_truncated() == Some(true) {
-            "+"
-        } else {
-            ""
-        };
-        match client
-            .get_object()
-            .bucket(bucket)
-            .key(first)
-            .range("bytes=0-0")
-            .send()
-            .await
-        {
-            Ok(_) => Check::pass(&name, format!("listed {count}{more} objects; read {first}")),
-            Err(e) => {
-                let f = Failure::of(&e);
-                if f.denied() {
-                    Check::fail(
-                        &name,
-                        format!(
-                            "listed {count}{more} objects, but s3:GetObject on {first} denied: {}",
-                            f.text()
-                        ),
-                        grant("s3:GetObject", &format!("arn:aws:s3:::{bucket}/{prefix}*")),
-                    )
-                } else {
-                    Check::fail(
-                        &name,
-                        format!("reading {first}: {}", f.text()),
-                        "check the object (KMS key policy for SSE-KMS objects)",
-                    )
-                }
+        let s3 = crate::source::s3::client(&self.sdk);
+        let ssm = aws_sdk_ssm::Client::new(&self.sdk);
+        match crate::source::fetch_one(source, Some(&s3), Some(&ssm), config).await {
+            Ok(snapshot) => {
+                let evidence = match source {
+                    SourceUrl::Ssm { .. } => {
+                        let secrets = snapshot.params.secrets().len();
+                        let total = snapshot.params.clone().flatten().len();
+                        format!("{total} parameters, {secrets} SecureStrings decrypted")
+                    }
+                    _ => format!("read {} files", snapshot.files.len()),
+                };
+                (Check::pass(name, evidence), Some(snapshot))
             }
+            Err(e) => (self.refused(name, source, e), None),
         }
     }
 
-    /// Reads an SSM path, first without decryption (ssm:GetParametersByPath), then as boot
-    /// does, decrypting SecureStrings (kms:Decrypt). Returns the check, and the path's
-    /// `workspace_id` parameter when it has one.
-    pub async fn ssm(&self, path: &str) -> (Check, Option<String>) {
-        let name = format!("ssm:{path}");
-        let client = aws_sdk_ssm::Client::new(&self.sdk);
+    /// The first page of an SSM path without decryption: `None` when it is readable.
+    async fn ssm_without_decryption(&self, name: &str, path: &str) -> Option<Check> {
         let query = crate::source::ssm::query_path(path);
-        let resource = self.arn(
-            "ssm",
-            &format!("parameter{}/*", query.trim_end_matches('/')),
-        );
-        let first = client
+        let first = aws_sdk_ssm::Client::new(&self.sdk)
             .get_parameters_by_path()
             .path(query)
             .recursive(true)
@@ -246,105 +173,62 @@ impl Aws {
             .max_results(10)
             .send()
             .await;
-        if let Err(e) = first {
-            let f = Failure::of(&e);
-            let check = if f.denied() {
-                Check::fail(
-                    &name,
-                    format!("ssm:GetParametersByPath denied: {}", f.text()),
-                    grant("ssm:GetParametersByPath", &resource),
-                )
-            } else {
-                Check::fail(
-                    &name,
-                    f.text(),
-                    "check the network path to SSM (a VPC endpoint, a proxy) and the region",
-                )
-            };
-            return (check, None);
-        }
-        let (mut total, mut secure, mut workspace) = (0usize, 0usize, None);
-        let mut token = None;
-        loop {
-            let page = client
-                .get_parameters_by_path()
-                .path(query)
-                .recursive(true)
-                .with_decryption(true)
-                .max_results(10)
-                .set_next_token(token)
-                .send()
-                .await;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    let f = Failure::of(&e);
-                    let check = if f.denied() || f.message.contains("KMS") || f.code.contains("Kms")
-                    {
-                        Check::fail(
-                            &name,
-                            format!(
-                                "readable, but decrypting SecureStrings failed: {}",
-                                f.text()
-                            ),
-                            format!(
-                                "{}\n(a customer managed key's key policy must allow the role too)",
-                                grant_when(
-                                    "kms:Decrypt",
-                                    "*",
-                                    Some(
-                                        serde_json::json!({"StringEquals": {"kms:ViaService": format!("ssm.{}.amazonaws.com", self.region)}})
-                                    )
-                                )
-                            ),
-                        )
-                    } else {
-                        Check::fail(
-                            &name,
-                            f.text(),
-                            "try again; if it persists, check SSM's service health and throttling",
-                        )
-                    };
-                    return (check, None);
-                }
-            };
-            for p in page.parameters() {
-                total += 1;
-                let Some(value) = p.value() else { continue };
-                if p.r#type() == Some(&aws_sdk_ssm::types::ParameterType::SecureString) {
-                    secure += 1;
-                    // Registered with the forms a serializer may escape it into (--json).
-                    drop(crate::secret::Secret::new(value));
-                } else if p.name().map(|n| crate::source::ssm::relative(n, query))
-                    == Some("/workspace_id")
-                {
-                    workspace = Some(value.to_owned());
-                }
-            }
-            token = page.next_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
-        if total == 0 {
-            return (
-                Check::fail(
-                    &name,
-                    "no parameters under the path: boot would refuse an empty source",
-                    "create the parameters, or fix the path in `sources`",
-                ),
-                None,
-            );
-        }
-        let decrypted = if secure > 0 {
-            format!(", {secure} SecureStrings decrypted")
+        let f = Failure::of(&first.err()?);
+        let resource = self.arn(
+            "ssm",
+            &format!("parameter{}/*", query.trim_end_matches('/')),
+        );
+        Some(if f.denied() {
+            Check::fail(
+                name,
+                format!("ssm:GetParametersByPath denied: {}", f.text()),
+                grant("ssm:GetParametersByPath", &resource),
+            )
         } else {
-            String::new()
+            Check::fail(
+                name,
+                f.text(),
+                "check the network path to SSM (a VPC endpoint, a proxy) and the region",
+            )
+        })
+    }
+
+    /// A source boot could not read: what was refused and the fix.
+    fn refused(&self, name: String, source: &SourceUrl, e: crate::source::Error) -> Check {
+        let crate::source::Error::Aws {
+            operation,
+            code,
+            message,
+            ..
+        } = &e
+        else {
+            let fix = match source {
+                SourceUrl::File { .. } => "create the directory or fix `sources`",
+                _ => "fix the input named (boot would refuse it too)",
+            };
+            return Check::fail(name, e.to_string(), fix);
         };
-        (
-            Check::pass(&name, format!("{total} parameters{decrypted}")),
-            workspace,
-        )
+        let denied = code.contains("AccessDenied") || message.contains("not authorized");
+        let evidence = format!("{operation}: {code}: {message}");
+        match source {
+            SourceUrl::S3 { bucket, prefix } if denied && *operation == "ListObjectsV2" => Check::fail(
+                name,
+                evidence,
+                grant_when("s3:ListBucket", &format!("arn:aws:s3:::{bucket}"), Some(serde_json::json!({"StringLike": {"s3:prefix": [prefix, format!("{prefix}*")]}}))),
+            ),
+            SourceUrl::S3 { bucket, prefix } if denied => Check::fail(name, evidence, grant("s3:GetObject", &format!("arn:aws:s3:::{bucket}/{prefix}*"))),
+            SourceUrl::S3 { .. } if code == "NoSuchBucket" => Check::fail(name, evidence, "check the bucket name in `sources` (and the region)"),
+            // The path was readable without decryption: a refusal now is the key's.
+            SourceUrl::Ssm { .. } if denied || message.contains("KMS") => Check::fail(
+                name,
+                format!("readable, but decrypting SecureStrings failed: {evidence}"),
+                format!(
+                    "{}\n(a customer managed key's key policy must allow the role too)",
+                    grant_when("kms:Decrypt", "*", Some(serde_json::json!({"StringEquals": {"kms:ViaService": format!("ssm.{}.amazonaws.com", self.region)}})))
+                ),
+            ),
+            _ => Check::fail(name, evidence, "check the network path to the service (a VPC endpoint policy, a proxy) and the region"),
+        }
     }
 
     /// A pinned archive in S3 exists and may be read (HEAD: nothing is downloaded).
@@ -377,21 +261,4 @@ impl Aws {
             }
         }
     }
-}
-
-/// The S3 and SSM sources of the config, as (bucket, prefix) and paths; `file://` sources
-/// are checked to be readable directories.
-pub fn file_source(source: &SourceUrl) -> Option<Check> {
-    let SourceUrl::File { dir } = source else {
-        return None;
-    };
-    let name = format!("file://{}", dir.display());
-    Some(match std::fs::read_dir(dir) {
-        Ok(entries) => Check::pass(name, format!("readable, {} entries", entries.count())),
-        Err(e) => Check::fail(
-            name,
-            e.to_string(),
-            "create the directory, or fix `sources`",
-        ),
-    })
 }

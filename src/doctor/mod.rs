@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use crate::config::Config;
-use crate::source::{self, ParamValue, SourceUrl};
+use crate::source::{self, ParamValue};
 
 mod access;
 mod data_plane;
@@ -73,46 +73,24 @@ pub async fn run(config_path: &Path) -> Result<Report, crate::config::Error> {
         report.push(aws.workspace(ws).await);
     }
 
-    let mut workspace_param = None;
-    let mut sources_ok = true;
+    // Each source read as boot reads it, overlaid in order: the inputs boot would see (for a
+    // workspace id held in the parameters, and for the sync's plan), read once.
+    let mut snapshot = Some(source::Snapshot::default());
     for source in &config.sources {
-        let check = match source {
-            SourceUrl::S3 { bucket, prefix } => aws.s3(bucket, prefix).await,
-            SourceUrl::Ssm { path } => {
-                let (check, ws) = aws.ssm(path).await;
-                workspace_param = workspace_param.or(ws);
-                check
-            }
-            SourceUrl::File { .. } => access::file_source(source).expect("a file source"),
-        };
-        sources_ok &= check.status != Status::Fail;
+        let (check, fetched) = aws.source(source, &config.fetch).await;
         report.push(check);
+        snapshot = match (snapshot, fetched) {
+            (Some(mut all), Some(one)) => all.overlay(one).ok().map(|()| all),
+            _ => None,
+        };
     }
-    // The inputs as boot would see them: for a workspace id held in a local params.yaml, and
-    // for the sync's plan.
-    let snapshot = if sources_ok {
-        source::fetch_all(
-            &config.sources,
-            Some(&aws.sdk),
-            &config.fetch,
-            source::Occasion::Command,
-        )
-        .await
-        .ok()
-    } else {
-        None
-    };
     let from_inputs = snapshot
         .as_ref()
         .and_then(|s| match s.params.get("workspace_id") {
             Some(ParamValue::Plain { value, .. }) => Some(value.clone()),
             _ => None,
         });
-    let workspace = config
-        .workspace_id
-        .clone()
-        .or(workspace_param)
-        .or(from_inputs);
+    let workspace = config.workspace_id.clone().or(from_inputs);
 
     match &workspace {
         Some(ws) => {

@@ -402,6 +402,33 @@ impl fmt::Display for Occasion {
     }
 }
 
+/// Fetches one source as boot does: an S3 prefix's objects (with its parameters files), an
+/// SSM path's parameters (SecureStrings decrypted), a local directory. The clients are
+/// needed for S3 and SSM sources.
+pub async fn fetch_one(
+    source: &SourceUrl,
+    s3: Option<&aws_sdk_s3::Client>,
+    ssm: Option<&aws_sdk_ssm::Client>,
+    config: &Config,
+) -> Result<Snapshot, Error> {
+    match source {
+        SourceUrl::S3 { bucket, prefix } => {
+            let client = s3.expect("S3 client exists when an S3 source does");
+            let mut snap = s3::fetch(client, bucket, prefix, config).await?;
+            file::extract_params(&mut snap)?;
+            Ok(snap)
+        }
+        SourceUrl::Ssm { path } => {
+            ssm::fetch(
+                ssm.expect("SSM client exists when an SSM source does"),
+                path,
+            )
+            .await
+        }
+        SourceUrl::File { dir } => file::fetch(dir, config).await,
+    }
+}
+
 /// Fetches every source concurrently and overlays them in the listed order, within
 /// `config.deadline()`.
 /// `sdk` is the AWS configuration ([`aws_config`]), needed when any source is S3 or SSM.
@@ -422,25 +449,7 @@ pub async fn fetch_all(
     let fetches = sources.iter().map(|source| {
         let (s3, ssm, pending) = (&s3, &ssm, &pending);
         async move {
-            let result = match source {
-                SourceUrl::S3 { bucket, prefix } => {
-                    let client = s3
-                        .as_ref()
-                        .expect("S3 client exists when an S3 source does");
-                    let mut snap = s3::fetch(client, bucket, prefix, config).await?;
-                    file::extract_params(&mut snap)?;
-                    Ok(snap)
-                }
-                SourceUrl::Ssm { path } => {
-                    ssm::fetch(
-                        ssm.as_ref()
-                            .expect("SSM client exists when an SSM source does"),
-                        path,
-                    )
-                    .await
-                }
-                SourceUrl::File { dir } => file::fetch(dir, config).await,
-            };
+            let result = fetch_one(source, s3.as_ref(), ssm.as_ref(), config).await;
             pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

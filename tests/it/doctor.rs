@@ -84,7 +84,7 @@ fn a_full_role_passes_every_check() {
         "✓ config:",
         "✓ region: us-east-1",
         "✓ credentials: from Environment",
-        "✓ s3://moninit-test/monitoring/: listed",
+        "✓ s3://moninit-test/monitoring/: read 4 files",
         "✓ ssm:/monitoring/test/: ",
         "✓ workspace ws-",
         "✓ amp remote_write: ",
@@ -314,4 +314,21 @@ fn without_imds_only_region_auto_fails_and_auto_labels_warn() {
         assert_eq!(out.status.code(), Some(11), "{text}");
         line(&text, want);
     }
+}
+
+#[test]
+fn a_role_without_s3_fails_the_prefix_with_a_statement_limited_to_it() {
+    let rig = rig("ssm,aps", 0);
+    let (code, out) = rig.doctor(&[], &[]);
+    assert_eq!(code, 11, "{out}");
+    assert!(
+        line(&out, "✗ s3://moninit-test/monitoring/:").contains("ListObjectsV2: AccessDenied"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the role needs `s3:ListBucket` on arn:aws:s3:::moninit-test"),
+        "{out}"
+    );
+    assert!(out.contains("\"s3:prefix\""), "{out}");
+    line(&out, "✓ ssm:/monitoring/test/");
 }
