@@ -54,10 +54,7 @@ impl Check {
         evidence: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Check {
-            fix: Some(fix.into()),
-            ..Check::new(check, Status::Fail, evidence)
-        }
+        Check::new(check, Status::Fail, evidence).with_fix(fix)
     }
 
     pub fn warn(
@@ -65,9 +62,13 @@ impl Check {
         evidence: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
+        Check::new(check, Status::Warn, evidence).with_fix(fix)
+    }
+
+    fn with_fix(self, fix: impl Into<String>) -> Self {
         Check {
             fix: Some(fix.into()),
-            ..Check::new(check, Status::Warn, evidence)
+            ..self
         }
     }
 }

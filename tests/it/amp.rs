@@ -44,6 +44,24 @@ impl Rig {
         std::fs::write(path, text).unwrap();
     }
 
+    /// `alertmanager.yml` with the template it names.
+    fn alertmanager(&self, config: &str) {
+        self.put("alertmanager/alertmanager.yml", config);
+        self.put("alertmanager/templates/default.tmpl", AM_TEMPLATE);
+    }
+
+    /// The config with `amp.sync_timeout_secs` set; its path.
+    fn with_sync_timeout(&self, secs: u64) -> std::path::PathBuf {
+        let config = self.dir.path().join("moninit.yaml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            format!("{text}amp:\n  sync_timeout_secs: {secs}\n"),
+        )
+        .unwrap();
+        config
+    }
+
     fn remove(&self, relative: &str) {
         std::fs::remove_file(self.inputs.path().join(relative)).unwrap();
     }
@@ -262,8 +280,7 @@ fn an_emptied_rules_directory_does_not_delete_every_namespace() {
 #[test]
 fn the_alertmanager_definition_is_sent_signed_in_amps_format_and_updated_only_when_changed() {
     let rig = Rig::new();
-    rig.put("alertmanager/alertmanager.yml", AM_CONFIG);
-    rig.put("alertmanager/templates/default.tmpl", AM_TEMPLATE);
+    rig.alertmanager(AM_CONFIG);
     let (code, out) = rig.sync(&[]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -310,14 +327,10 @@ fn the_alertmanager_definition_is_sent_signed_in_amps_format_and_updated_only_wh
 #[test]
 fn amp_refusing_a_definition_is_reported_with_its_status_reason_and_file() {
     let rig = Rig::new();
-    rig.put(
-        "alertmanager/alertmanager.yml",
-        &AM_CONFIG.replace(
-            "receiver: default\n",
-            "receiver: default\n  group_by: [stand_in_refuses]\n",
-        ),
-    );
-    rig.put("alertmanager/templates/default.tmpl", AM_TEMPLATE);
+    rig.alertmanager(&AM_CONFIG.replace(
+        "receiver: default\n",
+        "receiver: default\n  group_by: [stand_in_refuses]\n",
+    ));
     let (code, out) = rig.sync(&[]);
     assert_eq!(code, 10, "{out}");
     assert!(out.contains("alertmanager definition"), "{out}");
@@ -481,11 +494,8 @@ fn an_alertmanager_config_amtool_rejects_is_refused_naming_the_file() {
 #[test]
 fn instances_of_a_group_creating_the_same_definition_at_once_all_succeed() {
     let rig = Rig::new();
-    rig.put("alertmanager/alertmanager.yml", AM_CONFIG);
-    rig.put("alertmanager/templates/default.tmpl", AM_TEMPLATE);
-    let config = rig.dir.path().join("moninit.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}amp:\n  sync_timeout_secs: 20\n")).unwrap();
+    rig.alertmanager(AM_CONFIG);
+    let config = rig.with_sync_timeout(20);
     // Started together, they all plan a create; one wins, the others get 409 and update.
     let syncs: Vec<_> = (0..4)
         .map(|_| {
@@ -510,17 +520,11 @@ fn instances_of_a_group_creating_the_same_definition_at_once_all_succeed() {
 #[test]
 fn a_change_amp_never_finishes_ends_at_the_deadline_naming_it() {
     let rig = Rig::new();
-    rig.put(
-        "alertmanager/alertmanager.yml",
-        &AM_CONFIG.replace(
-            "receiver: default\n",
-            "receiver: default\n  group_by: [stand_in_stays_pending]\n",
-        ),
-    );
-    rig.put("alertmanager/templates/default.tmpl", AM_TEMPLATE);
-    let config = rig.dir.path().join("moninit.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}amp:\n  sync_timeout_secs: 3\n")).unwrap();
+    rig.alertmanager(&AM_CONFIG.replace(
+        "receiver: default\n",
+        "receiver: default\n  group_by: [stand_in_stays_pending]\n",
+    ));
+    rig.with_sync_timeout(3);
     let (code, out) = rig.sync(&[]);
     assert_eq!(code, 10, "{out}");
     assert!(
